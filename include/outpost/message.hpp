@@ -1,0 +1,71 @@
+// outpost: what the app sends (Message) and what the outbox stores (Record).
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace outpost {
+
+// One MQTT 5 user property. Both strings must be valid UTF-8.
+struct Header {
+    std::string name;
+    std::string value;
+    friend bool operator==(const Header&, const Header&) = default;
+};
+
+// A message the app wants delivered. A plain value: copy it, build it field by field.
+struct Message {
+    std::string topic;               // required; no '+', '#' or NUL; valid UTF-8; <= 65,535 B
+    std::vector<std::byte> payload;  // any bytes, up to OutboxOptions::max_payload_bytes
+    std::optional<std::string> key;  // ordering key: same key = delivered in commit order
+    int qos = 1;                     // 0, 1 or 2
+    bool retain = false;             // MQTT retain flag
+    int priority = 0;                // higher goes first; equal priority = commit order
+    std::optional<std::chrono::milliseconds> ttl;  // expires this long after add(); >= 0
+    std::vector<Header> headers;                   // MQTT 5 user properties (dropped on MQTT 3.1.1)
+    std::optional<std::string> content_type;       // MQTT 5 content type
+
+    // Convenience: a message whose payload is the bytes of `text`.
+    static Message text(std::string topic, std::string_view text);
+    // The payload viewed as characters (no copy, no UTF-8 check).
+    std::string_view payload_view() const noexcept {
+        return {reinterpret_cast<const char*>(payload.data()), payload.size()};
+    }
+
+    friend bool operator==(const Message&, const Message&) = default;
+};
+
+enum class RecordState : int {
+    pending = 0,    // waiting to be sent (or waiting for its retry time)
+    delivered = 1,  // acknowledged by the broker; kept only while retention asks for it
+    dead = 2,       // reached RetryPolicy::max_attempts; never sent again until requeued
+    expired = 3,    // its ttl passed before it was delivered
+};
+
+// "pending", "delivered", "dead", "expired".
+const char* to_string(RecordState state) noexcept;
+// The inverse of to_string; std::nullopt for anything else.
+std::optional<RecordState> parse_record_state(std::string_view name) noexcept;
+
+// A stored message. Times are wall-clock milliseconds since the Unix epoch (int64 everywhere:
+// time_t is 32-bit on some device ABIs).
+struct Record {
+    std::int64_t id = 0;  // row id: commit order within the database file
+    std::string uid;      // stable unique id (UUID text), sent as the `outpost-id` property
+    RecordState state = RecordState::pending;
+    Message message;
+    std::uint32_t attempts = 0;              // message-specific failures so far
+    std::int64_t created_at = 0;             // when add() ran
+    std::int64_t next_attempt_at = 0;        // not sent before this time (0 = at once)
+    std::optional<std::int64_t> expires_at;  // created_at + ttl
+    std::optional<std::int64_t> done_at;     // when it became delivered, dead or expired
+    std::string last_error;                  // the last rejection or timeout, empty if none
+};
+
+}  // namespace outpost

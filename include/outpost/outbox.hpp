@@ -1,0 +1,81 @@
+// outpost: capture messages inside the app's own SQLite transactions.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+
+#include "outpost/clock.hpp"
+#include "outpost/message.hpp"
+#include "outpost/store.hpp"
+
+namespace SQLite {
+class Database;
+}
+
+namespace outpost {
+
+// The outpost schema version this library reads and writes.
+inline constexpr int kSchemaVersion = 1;
+
+struct OutboxOptions {
+    // Largest payload add() accepts. Default 1 MiB; at most 268,435,455 (MQTT's limit).
+    std::size_t max_payload_bytes = 1 << 20;
+    // Busy timeout set on the app's connection when it has none (0). Default 5 s.
+    std::chrono::milliseconds busy_timeout{5000};
+    // Quota: add() throws OutboxFull once this many records are pending. 0 = no limit. The count
+    // is refreshed from the database at most every `quota_refresh` (and at once when near the
+    // limit), so add() stays a single insert on its hot path.
+    std::uint64_t max_pending = 0;
+    std::chrono::milliseconds quota_refresh{1000};
+
+    // Throws InvalidConfig naming the field when a value is out of range.
+    void validate() const;
+};
+
+// Throws InvalidMessage naming the first rule `message` breaks. What add() checks.
+void validate(const Message& message, const OutboxOptions& options = {});
+
+// The capture side, bound to the app's connection.
+//
+// add() runs on the app's connection, so it joins the app's open transaction: commit = the state
+// and the message together, rollback = neither. Without an open transaction it commits at once
+// (autocommit). Not thread-safe: use it from the thread that uses the connection, like the
+// connection itself.
+//
+// Construction creates or migrates the outpost_* tables (its own version, never the app's
+// user_version), switches a rollback-journal database to WAL and sets a busy timeout when the
+// connection has none. Construct it outside a transaction. It also installs a WAL hook on the
+// connection, to wake this process's dispatcher right after each commit that added records; the
+// hook runs SQLite's usual auto-checkpoint (1000 pages), so an app must not install its own.
+class Outbox {
+  public:
+    // Throws SchemaError when the file is not a SQLite database or holds a newer outpost schema
+    // (and then writes nothing to it), StorageError when SQLite fails.
+    explicit Outbox(SQLite::Database& db, OutboxOptions options = {},
+                    const Clock& clock = SystemClock::instance());
+    ~Outbox();
+    Outbox(const Outbox&) = delete;
+    Outbox& operator=(const Outbox&) = delete;
+
+    // Validates then inserts `message` as a pending record; returns its id. One prepared insert,
+    // nothing else. Throws InvalidMessage (nothing stored, the app's transaction still usable),
+    // OutboxFull, or StorageError.
+    std::int64_t add(const Message& message);
+
+    // Moves a dead record back to pending with attempts reset. Throws NotFound when `id` is not
+    // a dead record.
+    void requeue(std::int64_t id);
+    // Moves every dead record back to pending; returns how many.
+    std::size_t requeue_all_dead();
+    // Counts by state.
+    StoreCounts counts();
+
+  private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace outpost

@@ -1,0 +1,52 @@
+// outpost: the Store on a SQLite file, on a connection of its own.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "outpost/store.hpp"
+
+namespace outpost {
+
+struct SqliteStoreOptions {
+    // Busy timeout of the store's connection. Default 5 s.
+    std::chrono::milliseconds busy_timeout{5000};
+    // PRAGMA synchronous for the store's own writes (marks, deletes). NORMAL by default: under
+    // WAL a mark lost to power loss means a duplicate delivery, never a lost message.
+    // One of "OFF", "NORMAL", "FULL", "EXTRA".
+    std::string synchronous = "NORMAL";
+};
+
+// Opens `path` (which must already hold the outpost schema: an Outbox creates it) in WAL mode.
+// Throws SchemaError when the file is not SQLite, has no outpost tables or a newer schema.
+class SqliteStore final : public Store {
+  public:
+    explicit SqliteStore(const std::string& path, SqliteStoreOptions options = {});
+    ~SqliteStore() override;
+    SqliteStore(const SqliteStore&) = delete;
+    SqliteStore& operator=(const SqliteStore&) = delete;
+
+    std::vector<PendingRef> scan_pending(const DispatchCursor& after, std::size_t limit) override;
+    std::optional<Record> load_pending(std::int64_t id) override;
+    void apply(const std::vector<Outcome>& outcomes, bool keep_delivered) override;
+    bool has_pending() override;
+    std::vector<std::int64_t> expire_due(std::int64_t now_ms) override;
+    std::size_t clamp_retry_times(std::int64_t now_ms, std::int64_t horizon_ms) override;
+    std::size_t purge_delivered(std::int64_t before_ms) override;
+    std::int64_t data_version() override;
+    void acquire_lease(const LeaseInfo& mine) override;
+    bool renew_lease(const std::string& owner, std::int64_t heartbeat_at,
+                     std::int64_t expires_at) override;
+    void release_lease(const std::string& owner) noexcept override;
+    void set_wake_handler(std::function<void()> wake) override;
+
+    // Counts by state.
+    StoreCounts counts();
+
+  private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace outpost

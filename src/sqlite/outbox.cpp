@@ -1,0 +1,223 @@
+#include "outpost/outbox.hpp"
+
+#include <SQLiteCpp/Database.h>
+#include <SQLiteCpp/Statement.h>
+#include <sqlite3.h>
+
+#include <array>
+#include <cstdio>
+#include <random>
+
+#include "outpost/error.hpp"
+#include "schema.hpp"
+#include "wake_registry.hpp"
+
+namespace outpost {
+
+namespace {
+
+constexpr int kAutoCheckpointPages = 1000;  // SQLite's default, which our WAL hook replaces
+
+const char* const kInsertSql =
+    "INSERT INTO outpost_records (uid, topic, payload, msg_key, qos, retain, priority, headers, "
+    "content_type, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+// A UUID version 7: 48 bits of Unix milliseconds then random bits. Time-ordered, so consumers'
+// indexes on it stay compact; unique without coordination between processes.
+std::string make_uid(std::int64_t wall_ms, std::mt19937_64& rng) {
+    std::array<unsigned char, 16> b{};
+    const auto ms = static_cast<std::uint64_t>(wall_ms);
+    for (int i = 0; i < 6; ++i) {
+        b[static_cast<std::size_t>(i)] = static_cast<unsigned char>(ms >> (8 * (5 - i)));
+    }
+    const std::uint64_t r1 = rng(), r2 = rng();
+    for (int i = 6; i < 16; ++i) {
+        b[static_cast<std::size_t>(i)] =
+            static_cast<unsigned char>((i < 11 ? r1 : r2) >> (8 * (i % 8)));
+    }
+    b[6] = static_cast<unsigned char>(0x70 | (b[6] & 0x0F));  // version 7
+    b[8] = static_cast<unsigned char>(0x80 | (b[8] & 0x3F));  // RFC 4122 variant
+    char out[37];
+    std::snprintf(out, sizeof out,
+                  "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
+                  b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
+                  b[14], b[15]);
+    return std::string(out, 36);
+}
+
+std::mt19937_64 seeded_rng() {
+    std::random_device rd;
+    std::seed_seq seq{rd(), rd(), rd(), rd(), rd(), rd(), rd(), rd()};
+    return std::mt19937_64(seq);
+}
+
+}  // namespace
+
+struct Outbox::Impl {
+    SQLite::Database& db;
+    OutboxOptions options;
+    const Clock& clock;
+    std::string path;
+    std::unique_ptr<SQLite::Statement> insert;
+    std::mt19937_64 rng = seeded_rng();
+    std::vector<unsigned char> header_buf;
+    // Set by add(), cleared by the WAL hook after the commit that carried the record.
+    bool dirty = false;
+    // Quota bookkeeping (only with max_pending > 0).
+    std::uint64_t pending_estimate = 0;
+    Clock::time_point quota_checked_at{};
+    bool quota_known = false;
+
+    Impl(SQLite::Database& d, OutboxOptions o, const Clock& c)
+        : db(d), options(std::move(o)), clock(c) {}
+
+    // The WAL hook: runs after every commit on the app's connection, outside the write lock.
+    static int on_wal_commit(void* arg, sqlite3* handle, const char* schema, int pages) {
+        auto* self = static_cast<Impl*>(arg);
+        if (self->dirty) {
+            self->dirty = false;
+            detail::notify_wakers(self->path);
+        }
+        if (pages >= kAutoCheckpointPages) {
+            // What sqlite3_wal_autocheckpoint() would have done; a busy checkpoint is fine.
+            sqlite3_wal_checkpoint_v2(handle, schema, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+        }
+        return SQLITE_OK;
+    }
+
+    void check_quota() {
+        const auto now = clock.now();
+        if (!quota_known || now - quota_checked_at >= options.quota_refresh ||
+            pending_estimate + 1 > options.max_pending) {
+            SQLite::Statement q(db, "SELECT count(*) FROM outpost_records WHERE state = 0");
+            q.executeStep();
+            pending_estimate = static_cast<std::uint64_t>(q.getColumn(0).getInt64());
+            quota_checked_at = now;
+            quota_known = true;
+        }
+        if (pending_estimate >= options.max_pending) {
+            throw OutboxFull("the outbox holds " + std::to_string(pending_estimate) +
+                             " pending records, the configured maximum (max_pending = " +
+                             std::to_string(options.max_pending) + "); nothing was stored");
+        }
+    }
+};
+
+Outbox::Outbox(SQLite::Database& db, OutboxOptions options, const Clock& clock)
+    : impl_(std::make_unique<Impl>(db, std::move(options), clock)) {
+    impl_->options.validate();
+    // Reads first: a file that is not SQLite, or holds a newer schema, is refused before any
+    // write (journal mode, busy timeout, tables) touches it.
+    detail::check_schema(db);
+    try {
+        SQLite::Statement busy(db, "PRAGMA busy_timeout");
+        if (busy.executeStep() && busy.getColumn(0).getInt() == 0) {
+            db.exec("PRAGMA busy_timeout = " + std::to_string(impl_->options.busy_timeout.count()));
+        }
+        SQLite::Statement mode(db, "PRAGMA journal_mode");
+        if (mode.executeStep() && mode.getColumn(0).getString() == "delete") {
+            db.exec("PRAGMA journal_mode = WAL");
+        }
+    } catch (const SQLite::Exception& e) {
+        detail::rethrow_sqlite(e, "configuring the app's connection");
+    }
+    detail::migrate(db);
+    try {
+        impl_->insert = std::make_unique<SQLite::Statement>(db, kInsertSql);
+    } catch (const SQLite::Exception& e) {
+        detail::rethrow_sqlite(e, "preparing the outbox insert");
+    }
+    const char* file = sqlite3_db_filename(db.getHandle(), "main");
+    impl_->path = file != nullptr ? file : "";
+    sqlite3_wal_hook(db.getHandle(), &Impl::on_wal_commit, impl_.get());
+}
+
+Outbox::~Outbox() {
+    // Give the connection SQLite's own auto-checkpoint back.
+    sqlite3_wal_autocheckpoint(impl_->db.getHandle(), kAutoCheckpointPages);
+}
+
+std::int64_t Outbox::add(const Message& m) {
+    validate(m, impl_->options);
+    Impl& s = *impl_;
+    try {
+        if (s.options.max_pending != 0) {
+            s.check_quota();
+        }
+        const std::int64_t now = s.clock.wall_ms();
+        const std::string uid = make_uid(now, s.rng);
+        SQLite::Statement& q = *s.insert;
+        q.bindNoCopy(1, uid);
+        q.bindNoCopy(2, m.topic);
+        q.bindNoCopy(3, m.payload.data(), static_cast<int>(m.payload.size()));
+        if (m.key) {
+            q.bindNoCopy(4, *m.key);
+        } else {
+            q.bind(4);
+        }
+        q.bind(5, m.qos);
+        q.bind(6, m.retain ? 1 : 0);
+        q.bind(7, m.priority);
+        if (m.headers.empty()) {
+            q.bind(8);
+        } else {
+            s.header_buf = detail::encode_headers(m.headers);
+            q.bindNoCopy(8, s.header_buf.data(), static_cast<int>(s.header_buf.size()));
+        }
+        if (m.content_type) {
+            q.bindNoCopy(9, *m.content_type);
+        } else {
+            q.bind(9);
+        }
+        q.bind(10, now);
+        if (m.ttl) {
+            q.bind(11, now + m.ttl->count());
+        } else {
+            q.bind(11);
+        }
+        const int rc = q.tryExecuteStep();
+        q.reset();
+        if (rc != SQLITE_DONE) {
+            throw SQLite::Exception(s.db.getHandle(), rc);
+        }
+        s.dirty = true;
+        ++s.pending_estimate;
+        return s.db.getLastInsertRowid();
+    } catch (const SQLite::Exception& e) {
+        impl_->insert->reset();
+        detail::rethrow_sqlite(e, "adding a message to the outbox");
+    }
+}
+
+void Outbox::requeue(std::int64_t id) {
+    try {
+        SQLite::Statement q(impl_->db,
+                            "UPDATE outpost_records SET state = 0, attempts = 0, "
+                            "next_attempt_at = 0, done_at = NULL WHERE id = ? AND state = 2");
+        q.bind(1, id);
+        if (q.exec() == 0) {
+            throw NotFound("record " + std::to_string(id) + " does not exist or is not dead");
+        }
+        impl_->dirty = true;
+    } catch (const SQLite::Exception& e) {
+        detail::rethrow_sqlite(e, "requeueing record " + std::to_string(id));
+    }
+}
+
+std::size_t Outbox::requeue_all_dead() {
+    try {
+        const int n = impl_->db.exec(
+            "UPDATE outpost_records SET state = 0, attempts = 0, next_attempt_at = 0, "
+            "done_at = NULL WHERE state = 2");
+        impl_->dirty = impl_->dirty || n > 0;
+        return static_cast<std::size_t>(n);
+    } catch (const SQLite::Exception& e) {
+        detail::rethrow_sqlite(e, "requeueing dead records");
+    }
+}
+
+StoreCounts Outbox::counts() {
+    return detail::count_records(impl_->db);
+}
+
+}  // namespace outpost

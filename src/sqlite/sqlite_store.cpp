@@ -1,0 +1,387 @@
+#include "outpost/sqlite_store.hpp"
+
+#include <SQLiteCpp/Database.h>
+#include <SQLiteCpp/Statement.h>
+#include <signal.h>
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <cerrno>
+
+#include "outpost/error.hpp"
+#include "outpost/outbox.hpp"
+#include "schema.hpp"
+#include "wake_registry.hpp"
+
+namespace outpost {
+
+namespace {
+
+const std::string kSelect =
+    "SELECT id, priority, msg_key, next_attempt_at, expires_at, attempts "
+    "FROM outpost_records WHERE state = 0 ";
+
+// True when a process with this pid exists on this host (EPERM: it exists, owned by another
+// user).
+bool process_alive(std::int64_t pid) {
+    if (pid <= 0) {
+        return false;
+    }
+    return ::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM;
+}
+
+SQLite::Database open_existing(const std::string& path) {
+    try {
+        return SQLite::Database(path, SQLite::OPEN_READWRITE);
+    } catch (const SQLite::Exception& e) {
+        detail::rethrow_sqlite(e, "opening the outbox database '" + path + "'");
+    }
+}
+
+}  // namespace
+
+struct SqliteStore::Impl {
+    SQLite::Database db;
+    std::string path;
+    SQLite::Statement scan_first, scan_same_priority, scan_lower_priority;
+    SQLite::Statement del, mark_delivered, mark_retry, mark_dead, mark_expired;
+    SQLite::Statement load, exists_pending, data_version;
+    std::uint64_t waker = 0;
+
+    Impl(const std::string& p, const SqliteStoreOptions& o)
+        : db(open_existing(p)),
+          path(p),
+          scan_first(db, prepare_after_checks(o, kSelect + "ORDER BY priority DESC, id LIMIT ?1")),
+          scan_same_priority(db, kSelect + "AND priority = ?1 AND id > ?2 ORDER BY id LIMIT ?3"),
+          scan_lower_priority(db,
+                              kSelect + "AND priority < ?1 ORDER BY priority DESC, id LIMIT ?2"),
+          del(db, "DELETE FROM outpost_records WHERE id = ?"),
+          mark_delivered(db, "UPDATE outpost_records SET state = 1, done_at = ?2 WHERE id = ?1"),
+          mark_retry(db,
+                     "UPDATE outpost_records SET attempts = ?2, next_attempt_at = ?3, "
+                     "last_error = ?4 WHERE id = ?1 AND state = 0"),
+          mark_dead(db,
+                    "UPDATE outpost_records SET state = 2, attempts = ?2, last_error = ?3, "
+                    "done_at = ?4 WHERE id = ?1 AND state = 0"),
+          mark_expired(db,
+                       "UPDATE outpost_records SET state = 3, last_error = ?2, done_at = ?3 "
+                       "WHERE id = ?1 AND state = 0"),
+          load(db, std::string("SELECT ") + detail::kRecordColumns +
+                       " FROM outpost_records WHERE id = ? AND state = 0"),
+          exists_pending(db, "SELECT EXISTS (SELECT 1 FROM outpost_records WHERE state = 0)"),
+          data_version(db, "PRAGMA data_version") {}
+
+    // Runs in the member-initialiser list before the first statement that names outpost tables
+    // is prepared, so a file without them gets a SchemaError, not "no such table".
+    std::string prepare_after_checks(const SqliteStoreOptions& o, std::string sql) {
+        const int version = detail::check_schema(db);
+        if (version == 0) {
+            throw SchemaError("'" + path +
+                              "' holds no outpost tables (an Outbox creates them on first use)");
+        }
+        if (version < kSchemaVersion) {
+            detail::migrate(db);
+        }
+        try {
+            db.exec("PRAGMA busy_timeout = " + std::to_string(o.busy_timeout.count()));
+            db.exec("PRAGMA synchronous = " + o.synchronous);
+            SQLite::Statement mode(db, "PRAGMA journal_mode");
+            if (mode.executeStep() && mode.getColumn(0).getString() == "delete") {
+                db.exec("PRAGMA journal_mode = WAL");
+            }
+        } catch (const SQLite::Exception& e) {
+            detail::rethrow_sqlite(e, "configuring the store's connection");
+        }
+        return sql;
+    }
+
+    // Steps `q` to the end, appending rows; resets it.
+    void collect(SQLite::Statement& q, std::vector<PendingRef>& out) {
+        while (q.executeStep()) {
+            PendingRef& r = out.emplace_back();
+            r.id = q.getColumn(0).getInt64();
+            r.priority = q.getColumn(1).getInt();
+            if (!q.getColumn(2).isNull()) {
+                r.key = q.getColumn(2).getString();
+            }
+            r.next_attempt_at = q.getColumn(3).getInt64();
+            if (!q.getColumn(4).isNull()) {
+                r.expires_at = q.getColumn(4).getInt64();
+            }
+            r.attempts = static_cast<std::uint32_t>(q.getColumn(5).getInt64());
+        }
+        q.reset();
+    }
+};
+
+SqliteStore::SqliteStore(const std::string& path, SqliteStoreOptions options) {
+    static const char* const kModes[] = {"OFF", "NORMAL", "FULL", "EXTRA"};
+    if (std::find(std::begin(kModes), std::end(kModes), options.synchronous) == std::end(kModes)) {
+        throw InvalidConfig("SqliteStoreOptions::synchronous is '" + options.synchronous +
+                            "'; use OFF, NORMAL, FULL or EXTRA");
+    }
+    try {
+        impl_ = std::make_unique<Impl>(path, options);
+    } catch (const SQLite::Exception& e) {
+        detail::rethrow_sqlite(e, "opening the outbox store '" + path + "'");
+    }
+}
+
+SqliteStore::~SqliteStore() {
+    if (impl_->waker != 0) {
+        detail::unregister_waker(impl_->waker);
+    }
+}
+
+std::vector<PendingRef> SqliteStore::scan_pending(const DispatchCursor& after, std::size_t limit) {
+    std::vector<PendingRef> out;
+    out.reserve(limit);
+    Impl& s = *impl_;
+    const auto n = static_cast<std::int64_t>(limit);
+    try {
+        if (after.at_start) {
+            s.scan_first.bind(1, n);
+            s.collect(s.scan_first, out);
+            return out;
+        }
+        // Two index seeks instead of one OR: the rest of the cursor's priority, then the lower
+        // priorities. Each starts right at the cursor whatever lies before it.
+        s.scan_same_priority.bind(1, after.priority);
+        s.scan_same_priority.bind(2, after.id);
+        s.scan_same_priority.bind(3, n);
+        s.collect(s.scan_same_priority, out);
+        if (out.size() < limit) {
+            s.scan_lower_priority.bind(1, after.priority);
+            s.scan_lower_priority.bind(2, static_cast<std::int64_t>(limit - out.size()));
+            s.collect(s.scan_lower_priority, out);
+        }
+    } catch (const SQLite::Exception& e) {
+        s.scan_first.reset();
+        s.scan_same_priority.reset();
+        s.scan_lower_priority.reset();
+        detail::rethrow_sqlite(e, "reading pending records");
+    }
+    return out;
+}
+
+std::optional<Record> SqliteStore::load_pending(std::int64_t id) {
+    Impl& s = *impl_;
+    try {
+        s.load.bind(1, id);
+        std::optional<Record> r;
+        if (s.load.executeStep()) {
+            r = detail::read_record(s.load);
+        }
+        s.load.reset();
+        return r;
+    } catch (const SQLite::Exception& e) {
+        s.load.reset();
+        detail::rethrow_sqlite(e, "loading record " + std::to_string(id));
+    }
+}
+
+void SqliteStore::apply(const std::vector<Outcome>& outcomes, bool keep_delivered) {
+    if (outcomes.empty()) {
+        return;
+    }
+    Impl& s = *impl_;
+    try {
+        detail::ImmediateTransaction tx(s.db);
+        for (const Outcome& o : outcomes) {
+            SQLite::Statement* q = nullptr;
+            switch (o.kind) {
+                case Outcome::Kind::delivered:
+                    if (keep_delivered) {
+                        q = &s.mark_delivered;
+                        q->bind(2, o.at);
+                    } else {
+                        q = &s.del;
+                    }
+                    break;
+                case Outcome::Kind::retry:
+                    q = &s.mark_retry;
+                    q->bind(2, static_cast<std::int64_t>(o.attempts));
+                    q->bind(3, o.next_attempt_at);
+                    q->bind(4, o.error);
+                    break;
+                case Outcome::Kind::dead:
+                    q = &s.mark_dead;
+                    q->bind(2, static_cast<std::int64_t>(o.attempts));
+                    q->bind(3, o.error);
+                    q->bind(4, o.at);
+                    break;
+                case Outcome::Kind::expired:
+                    q = &s.mark_expired;
+                    q->bind(2, o.error);
+                    q->bind(3, o.at);
+                    break;
+            }
+            q->bind(1, o.id);
+            q->exec();
+            q->reset();
+        }
+        tx.commit();
+    } catch (const SQLite::Exception& e) {
+        for (SQLite::Statement* q :
+             {&s.del, &s.mark_delivered, &s.mark_retry, &s.mark_dead, &s.mark_expired}) {
+            q->reset();
+        }
+        detail::rethrow_sqlite(e, "writing dispatch outcomes");
+    }
+}
+
+bool SqliteStore::has_pending() {
+    Impl& s = *impl_;
+    try {
+        s.exists_pending.executeStep();
+        const bool any = s.exists_pending.getColumn(0).getInt() != 0;
+        s.exists_pending.reset();
+        return any;
+    } catch (const SQLite::Exception& e) {
+        s.exists_pending.reset();
+        detail::rethrow_sqlite(e, "looking for pending records");
+    }
+}
+
+std::vector<std::int64_t> SqliteStore::expire_due(std::int64_t now_ms) {
+    std::vector<std::int64_t> ids;
+    try {
+        SQLite::Statement q(impl_->db,
+                            "UPDATE outpost_records SET state = 3, done_at = ?1, "
+                            "last_error = 'ttl passed before delivery' "
+                            "WHERE state = 0 AND expires_at IS NOT NULL AND expires_at <= ?1 "
+                            "RETURNING id");
+        q.bind(1, now_ms);
+        detail::ImmediateTransaction tx(impl_->db);
+        while (q.executeStep()) {
+            ids.push_back(q.getColumn(0).getInt64());
+        }
+        q.reset();
+        tx.commit();
+    } catch (const SQLite::Exception& e) {
+        detail::rethrow_sqlite(e, "expiring records");
+    }
+    return ids;
+}
+
+std::size_t SqliteStore::clamp_retry_times(std::int64_t now_ms, std::int64_t horizon_ms) {
+    try {
+        SQLite::Statement q(impl_->db,
+                            "UPDATE outpost_records SET next_attempt_at = ?1 "
+                            "WHERE state = 0 AND next_attempt_at > ?1 + ?2");
+        q.bind(1, now_ms);
+        q.bind(2, horizon_ms);
+        return static_cast<std::size_t>(q.exec());
+    } catch (const SQLite::Exception& e) {
+        detail::rethrow_sqlite(e, "correcting retry times after a clock step");
+    }
+}
+
+std::size_t SqliteStore::purge_delivered(std::int64_t before_ms) {
+    try {
+        SQLite::Statement q(impl_->db,
+                            "DELETE FROM outpost_records WHERE state = 1 AND done_at < ?");
+        q.bind(1, before_ms);
+        return static_cast<std::size_t>(q.exec());
+    } catch (const SQLite::Exception& e) {
+        detail::rethrow_sqlite(e, "purging delivered records");
+    }
+}
+
+std::int64_t SqliteStore::data_version() {
+    Impl& s = *impl_;
+    try {
+        s.data_version.executeStep();
+        const std::int64_t v = s.data_version.getColumn(0).getInt64();
+        s.data_version.reset();
+        return v;
+    } catch (const SQLite::Exception& e) {
+        s.data_version.reset();
+        detail::rethrow_sqlite(e, "reading PRAGMA data_version");
+    }
+}
+
+void SqliteStore::acquire_lease(const LeaseInfo& mine) {
+    try {
+        detail::ImmediateTransaction tx(impl_->db);
+        SQLite::Statement q(impl_->db,
+                            "SELECT owner, host, pid, started_at, heartbeat_at, expires_at "
+                            "FROM outpost_lease WHERE slot = 1");
+        if (q.executeStep()) {
+            LeaseInfo held{q.getColumn(0).getString(), q.getColumn(1).getString(),
+                           q.getColumn(2).getInt64(),  q.getColumn(3).getInt64(),
+                           q.getColumn(4).getInt64(),  q.getColumn(5).getInt64()};
+            const bool ours = held.owner == mine.owner;
+            const bool lapsed = held.expires_at <= mine.heartbeat_at;
+            // A holder on this host whose process is gone crashed: no need to wait for expiry.
+            const bool crashed =
+                held.host == mine.host && held.pid != mine.pid && !process_alive(held.pid);
+            if (!ours && !lapsed && !crashed) {
+                throw LeaseHeld("another dispatcher holds the outbox '" + impl_->path + "': pid " +
+                                std::to_string(held.pid) + " on " + held.host +
+                                ", last heartbeat " +
+                                std::to_string((mine.heartbeat_at - held.heartbeat_at) / 1000) +
+                                " s ago; its lease lapses in " +
+                                std::to_string((held.expires_at - mine.heartbeat_at + 999) / 1000) +
+                                " s unless renewed");
+            }
+        }
+        q.reset();
+        SQLite::Statement put(impl_->db,
+                              "INSERT OR REPLACE INTO outpost_lease (slot, owner, host, pid, "
+                              "started_at, heartbeat_at, expires_at) VALUES (1, ?, ?, ?, ?, ?, ?)");
+        put.bind(1, mine.owner);
+        put.bind(2, mine.host);
+        put.bind(3, mine.pid);
+        put.bind(4, mine.started_at);
+        put.bind(5, mine.heartbeat_at);
+        put.bind(6, mine.expires_at);
+        put.exec();
+        tx.commit();
+    } catch (const SQLite::Exception& e) {
+        detail::rethrow_sqlite(e, "taking the dispatcher lease");
+    }
+}
+
+bool SqliteStore::renew_lease(const std::string& owner, std::int64_t heartbeat_at,
+                              std::int64_t expires_at) {
+    try {
+        SQLite::Statement q(impl_->db,
+                            "UPDATE outpost_lease SET heartbeat_at = ?, expires_at = ? "
+                            "WHERE slot = 1 AND owner = ?");
+        q.bind(1, heartbeat_at);
+        q.bind(2, expires_at);
+        q.bind(3, owner);
+        return q.exec() == 1;
+    } catch (const SQLite::Exception& e) {
+        detail::rethrow_sqlite(e, "renewing the dispatcher lease");
+    }
+}
+
+void SqliteStore::release_lease(const std::string& owner) noexcept {
+    try {
+        SQLite::Statement q(impl_->db, "DELETE FROM outpost_lease WHERE slot = 1 AND owner = ?");
+        q.bind(1, owner);
+        q.exec();
+    } catch (...) {
+        // The lease lapses on its own.
+    }
+}
+
+void SqliteStore::set_wake_handler(std::function<void()> wake) {
+    if (impl_->waker != 0) {
+        detail::unregister_waker(impl_->waker);
+        impl_->waker = 0;
+    }
+    if (wake) {
+        const char* file = sqlite3_db_filename(impl_->db.getHandle(), "main");
+        impl_->waker =
+            detail::register_waker(file != nullptr ? file : impl_->path, std::move(wake));
+    }
+}
+
+StoreCounts SqliteStore::counts() {
+    return detail::count_records(impl_->db);
+}
+
+}  // namespace outpost
