@@ -219,6 +219,24 @@ StoreCounts Admin::counts() {
     return s.counts;
 }
 
+std::uint64_t Admin::count(RecordState state) {
+    // Literal conditions, not bound values: SQLite only picks a partial index (WHERE state = 0,
+    // WHERE state <> 0) when the query's WHERE visibly implies the index's.
+    const int s = static_cast<int>(state);
+    const std::string sql = state == RecordState::pending
+                                ? "SELECT count(*) FROM outpost_records WHERE state = 0"
+                                : "SELECT count(*) FROM outpost_records WHERE state <> 0 AND "
+                                  "state = " +
+                                      std::to_string(s);
+    try {
+        SQLite::Statement q(*impl_->db, sql);
+        q.executeStep();
+        return static_cast<std::uint64_t>(q.getColumn(0).getInt64());
+    } catch (const SQLite::Exception& e) {
+        detail::rethrow_sqlite(e, "counting records in " + impl_->path);
+    }
+}
+
 std::optional<LeaseStatus> Admin::lease() {
     try {
         SQLite::Statement q(*impl_->db,
