@@ -1,0 +1,345 @@
+// `outpost sync`: deliver the pending records of a device that was offline, then exit.
+//
+// The same machinery as the app's own dispatcher (SqliteStore + Dispatcher + MqttBroker), run
+// until the outbox is drained or the timeout passes. The lease makes it refuse while the app's
+// dispatcher runs: two dispatchers on one file would send everything twice.
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <fstream>
+#include <iostream>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "commands.hpp"
+#include "duration.hpp"
+#include "outpost/admin.hpp"
+#include "outpost/dispatcher.hpp"
+#include "outpost/error.hpp"
+#include "outpost/mqtt_broker.hpp"
+#include "outpost/sqlite_store.hpp"
+#include "text.hpp"
+
+namespace outpost::cli {
+
+namespace {
+
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+using Ms = std::chrono::milliseconds;
+
+volatile std::sig_atomic_t g_interrupted = 0;
+
+extern "C" void on_signal(int) {
+    g_interrupted = 1;
+}
+
+// SIGINT/SIGTERM end the sync cleanly (the lease is released, in-flight acks are written).
+class SignalGuard {
+  public:
+    SignalGuard() {
+        struct sigaction sa = {};
+        sa.sa_handler = on_signal;
+        sigemptyset(&sa.sa_mask);
+        ::sigaction(SIGINT, &sa, &old_int_);
+        ::sigaction(SIGTERM, &sa, &old_term_);
+    }
+    ~SignalGuard() {
+        ::sigaction(SIGINT, &old_int_, nullptr);
+        ::sigaction(SIGTERM, &old_term_, nullptr);
+    }
+    SignalGuard(const SignalGuard&) = delete;
+    SignalGuard& operator=(const SignalGuard&) = delete;
+
+  private:
+    struct sigaction old_int_ = {}, old_term_ = {};
+};
+
+std::string host_name() {
+    char buf[256] = {};
+    if (::gethostname(buf, sizeof buf - 1) != 0) {
+        return "unknown";
+    }
+    return buf;
+}
+
+std::string read_password(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+        throw std::runtime_error("cannot open password file " + path);
+    }
+    std::string line;
+    std::getline(in, line);
+    if (!line.empty() && line.back() == '\r') {
+        line.pop_back();
+    }
+    return line;
+}
+
+std::string brokers_text(const std::vector<std::string>& uris) {
+    std::string out;
+    for (const std::string& u : uris) {
+        out += (out.empty() ? "" : ", ") + redact_uri(u);
+    }
+    return out;
+}
+
+// What the dispatcher told us, kept for the messages at the end.
+struct EventLog {
+    std::mutex mutex;
+    std::string last_connection_error;
+    bool lease_lost = false;
+};
+
+// Progress output: a bar on a terminal, plain lines otherwise, JSON Lines with --json.
+class Progress {
+  public:
+    enum class Mode { none, bar, lines, json };
+
+    Progress(Mode mode, std::uint64_t initial_pending)
+        : mode_(mode), initial_(initial_pending), start_(Clock::now()), last_line_(start_) {}
+
+    void update(const DispatcherStats& s, std::uint64_t pending, bool final_update = false) {
+        const auto now = Clock::now();
+        const double secs = std::chrono::duration<double>(now - start_).count();
+        const double rate = secs > 0 ? static_cast<double>(s.delivered) / secs : 0.0;
+        const std::uint64_t done = s.delivered + s.dead + s.expired;
+        const std::uint64_t total = std::max<std::uint64_t>(initial_, done + pending);
+        std::string eta = "-";
+        if (pending == 0) {
+            eta = "0s";
+        } else if (rate > 0) {
+            eta = format_duration(Ms(
+                static_cast<std::int64_t>(std::ceil(static_cast<double>(pending) / rate) * 1000)));
+        }
+        char rate_text[32];
+        std::snprintf(rate_text, sizeof rate_text, "%.0f/s", rate);
+        switch (mode_) {
+            case Mode::none:
+                break;
+            case Mode::bar: {
+                constexpr int kWidth = 30;
+                const double frac = total == 0 ? 1.0 : static_cast<double>(done) / total;
+                const int filled = static_cast<int>(frac * kWidth);
+                std::cerr << "\r\x1b[K[" << std::string(filled, '#')
+                          << std::string(kWidth - filled, '.') << "] " << done << '/' << total
+                          << ' ' << static_cast<int>(frac * 100) << "% " << rate_text << " ETA "
+                          << eta << (s.connected ? "" : " (not connected)");
+                if (final_update) {
+                    std::cerr << '\n';
+                }
+                std::cerr.flush();
+                break;
+            }
+            case Mode::lines:
+                if (final_update || now - last_line_ >= std::chrono::seconds(5)) {
+                    last_line_ = now;
+                    std::cerr << "sync: delivered " << s.delivered << ", dead " << s.dead
+                              << ", expired " << s.expired << ", pending " << pending << ", "
+                              << rate_text << ", ETA " << eta
+                              << (s.connected ? "" : ", not connected") << '\n';
+                }
+                break;
+            case Mode::json:
+                if (final_update || now - last_line_ >= std::chrono::seconds(1)) {
+                    last_line_ = now;
+                    std::cout << json{{"event", "progress"},
+                                      {"delivered", s.delivered},
+                                      {"dead", s.dead},
+                                      {"expired", s.expired},
+                                      {"pending", pending},
+                                      {"in_flight", s.in_flight},
+                                      {"connected", s.connected},
+                                      {"rate_per_s", std::round(rate * 10) / 10},
+                                      {"elapsed_ms", static_cast<std::int64_t>(secs * 1000)}}
+                                     .dump()
+                              << std::endl;
+                }
+                break;
+        }
+    }
+
+  private:
+    Mode mode_;
+    std::uint64_t initial_;
+    Clock::time_point start_, last_line_;
+};
+
+Progress::Mode progress_mode(const Common& common, const SyncArgs& args) {
+    if (common.json) {
+        return Progress::Mode::json;
+    }
+    if (args.progress == "none")
+        return Progress::Mode::none;
+    if (args.progress == "bar")
+        return Progress::Mode::bar;
+    if (args.progress == "lines")
+        return Progress::Mode::lines;
+    return ::isatty(STDERR_FILENO) ? Progress::Mode::bar : Progress::Mode::lines;
+}
+
+}  // namespace
+
+int run_sync(const Common& common, const SyncArgs& args) {
+    const Ms timeout = parse_duration(args.timeout);
+    const auto deadline = Clock::now() + timeout;
+
+    // The file and the lease first, read-only, before any network traffic: connecting first
+    // could take over the MQTT session of a live dispatcher that uses the same client id.
+    Admin admin(common.db, admin_options(common, true));
+    if (const auto lease = admin.lease(); lease && lease->blocks_new_dispatcher()) {
+        const std::int64_t now = SystemClock::instance().wall_ms();
+        throw LeaseHeld("another dispatcher holds the lease of " + common.db + ": pid " +
+                        std::to_string(lease->holder.pid) + " on " + lease->holder.host +
+                        ", last heartbeat " +
+                        format_duration(Ms(now - lease->holder.heartbeat_at)) +
+                        " ago; stop it (the app) or wait until the lease expires in " +
+                        format_duration(Ms(lease->holder.expires_at - now)) + ", then retry");
+    }
+    const std::uint64_t initial_pending = admin.count(RecordState::pending);
+    Progress progress(progress_mode(common, args), initial_pending);
+
+    MqttOptions mqtt;
+    mqtt.servers = args.brokers;
+    mqtt.client_id = args.client_id.empty()
+                         ? "outpost-sync-" + host_name() + "-" + std::to_string(::getpid())
+                         : args.client_id;
+    mqtt.version = args.mqtt_version == 3 ? MqttVersion::v3_1_1 : MqttVersion::v5;
+    mqtt.username = args.username;
+    if (args.password_file) {
+        mqtt.password = read_password(*args.password_file);
+    }
+    if (args.ca_file)
+        mqtt.tls.ca_file = *args.ca_file;
+    if (args.cert_file)
+        mqtt.tls.cert_file = *args.cert_file;
+    if (args.key_file)
+        mqtt.tls.key_file = *args.key_file;
+    mqtt.connect_timeout = std::clamp(timeout, Ms(1000), Ms(10'000));
+    MqttBroker broker(mqtt);
+
+    if (initial_pending == 0) {
+        // Nothing to send: no connection, no lease taken.
+        if (common.json) {
+            std::cout << json{{"event", "done"},
+                              {"result", "drained"},
+                              {"delivered", 0},
+                              {"pending", 0}}
+                             .dump()
+                      << '\n';
+        } else {
+            std::cout << "nothing pending: 0 records to deliver\n";
+        }
+        return kExitOk;
+    }
+
+    // A broker that refuses us for good (bad credentials, TLS verification, a bad URI) is an
+    // error now; one that is merely unreachable is what an offline device expects: the
+    // dispatcher keeps reconnecting with backoff until the timeout.
+    EventLog log;
+    try {
+        broker.connect(std::min(timeout, Ms(30'000)));
+    } catch (const BrokerError& e) {
+        if (!e.transient()) {
+            throw BrokerError("cannot connect to " + brokers_text(args.brokers) + ": " + e.what(),
+                              false, e.code());
+        }
+        std::lock_guard lock(log.mutex);
+        log.last_connection_error = e.what();
+    }
+
+    SqliteStore store(common.db, SqliteStoreOptions{admin_options(common, false).busy_timeout});
+    DispatcherOptions options;
+    options.window = args.window;
+    options.on_event = [&log](const DispatchEvent& e) {
+        if (e.kind == DispatchEvent::Kind::disconnected && !e.detail.empty()) {
+            std::lock_guard lock(log.mutex);
+            log.last_connection_error = e.detail;
+        } else if (e.kind == DispatchEvent::Kind::lease_lost) {
+            std::lock_guard lock(log.mutex);
+            log.lease_lost = true;
+        }
+    };
+    Dispatcher dispatcher(store, broker, options);
+    SignalGuard signals;
+    dispatcher.start();  // throws LeaseHeld if the app's dispatcher won the race
+
+    bool drained = false;
+    for (;;) {
+        const auto now = Clock::now();
+        if (now >= deadline || g_interrupted != 0) {
+            break;
+        }
+        const Ms tick = std::min(std::chrono::duration_cast<Ms>(deadline - now), Ms(250));
+        if (dispatcher.drain(tick)) {
+            drained = true;
+            break;
+        }
+        {
+            std::lock_guard lock(log.mutex);
+            if (log.lease_lost) {
+                break;
+            }
+        }
+        progress.update(dispatcher.stats(), admin.count(RecordState::pending));
+    }
+    dispatcher.stop(Ms(5000));
+    broker.disconnect(Ms(1000));
+
+    const DispatcherStats s = dispatcher.stats();
+    const std::uint64_t pending = admin.count(RecordState::pending);
+    progress.update(s, pending, true);
+    std::string last_error;
+    bool lease_lost = false;
+    {
+        std::lock_guard lock(log.mutex);
+        last_error = log.last_connection_error;
+        lease_lost = log.lease_lost;
+    }
+    const bool ok = pending == 0 && (drained || !lease_lost);
+    const char* result = ok                   ? "drained"
+                         : g_interrupted != 0 ? "interrupted"
+                         : lease_lost         ? "lease_lost"
+                                              : "timeout";
+    if (common.json) {
+        std::cout << json{{"event", "done"},
+                          {"result", result},
+                          {"delivered", s.delivered},
+                          {"dead", s.dead},
+                          {"expired", s.expired},
+                          {"pending", pending},
+                          {"last_error", last_error.empty() ? json(nullptr) : json(last_error)}}
+                         .dump(-1, ' ', false, json::error_handler_t::replace)
+                  << '\n';
+    } else {
+        std::cout << "delivered " << s.delivered << ", dead " << s.dead << ", expired " << s.expired
+                  << ", pending " << pending << '\n';
+    }
+    if (ok) {
+        return kExitOk;
+    }
+    std::string why = std::to_string(pending) + " records still pending";
+    if (!last_error.empty() && !s.connected) {
+        why += " (broker " + brokers_text(args.brokers) + ": " + last_error + ")";
+    }
+    if (g_interrupted != 0) {
+        std::cerr << "outpost: error: sync interrupted; " << one_line(why) << '\n';
+        return kExitFailure;
+    }
+    if (lease_lost) {
+        std::cerr << "outpost: error: sync lost its lease to another dispatcher; " << one_line(why)
+                  << '\n';
+        return kExitFailure;
+    }
+    std::cerr << "outpost: error: sync timed out after " << format_duration(timeout) << "; "
+              << one_line(why) << '\n';
+    return kExitSyncTimeout;
+}
+
+}  // namespace outpost::cli
