@@ -15,7 +15,9 @@
 #include <iostream>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "commands.hpp"
 #include "duration.hpp"
@@ -82,6 +84,28 @@ std::string read_password(const std::string& path) {
     return line;
 }
 
+// `text` with every broker URI replaced by its redacted form and the password masked: messages
+// from lower layers may quote a URI with its user:password@ part.
+std::string scrub(std::string text, const std::vector<std::string>& uris,
+                  const std::optional<std::string>& password) {
+    auto replace_all = [&text](const std::string& from, const std::string& to) {
+        if (from.empty() || from == to) {
+            return;
+        }
+        for (std::size_t at = text.find(from); at != std::string::npos;
+             at = text.find(from, at + to.size())) {
+            text.replace(at, from.size(), to);
+        }
+    };
+    for (const std::string& u : uris) {
+        replace_all(u, redact_uri(u));
+    }
+    if (password) {
+        replace_all(*password, "***");
+    }
+    return text;
+}
+
 std::string brokers_text(const std::vector<std::string>& uris) {
     std::string out;
     for (const std::string& u : uris) {
@@ -130,7 +154,7 @@ class Progress {
                 std::cerr << "\r\x1b[K[" << std::string(filled, '#')
                           << std::string(kWidth - filled, '.') << "] " << done << '/' << total
                           << ' ' << static_cast<int>(frac * 100) << "% " << rate_text << " ETA "
-                          << eta << (s.connected ? "" : " (not connected)");
+                          << eta << (s.connected || final_update ? "" : " (not connected)");
                 if (final_update) {
                     std::cerr << '\n';
                 }
@@ -143,7 +167,7 @@ class Progress {
                     std::cerr << "sync: delivered " << s.delivered << ", dead " << s.dead
                               << ", expired " << s.expired << ", pending " << pending << ", "
                               << rate_text << ", ETA " << eta
-                              << (s.connected ? "" : ", not connected") << '\n';
+                              << (s.connected || final_update ? "" : ", not connected") << '\n';
                 }
                 break;
             case Mode::json:
@@ -247,20 +271,21 @@ int run_sync(const Common& common, const SyncArgs& args) {
         broker.connect(std::min(timeout, Ms(30'000)));
     } catch (const BrokerError& e) {
         if (!e.transient()) {
-            throw BrokerError("cannot connect to " + brokers_text(args.brokers) + ": " + e.what(),
+            throw BrokerError("cannot connect to " + brokers_text(args.brokers) + ": " +
+                                  scrub(e.what(), args.brokers, mqtt.password),
                               false, e.code());
         }
         std::lock_guard lock(log.mutex);
-        log.last_connection_error = e.what();
+        log.last_connection_error = scrub(e.what(), args.brokers, mqtt.password);
     }
 
     SqliteStore store(common.db, SqliteStoreOptions{admin_options(common, false).busy_timeout});
     DispatcherOptions options;
     options.window = args.window;
-    options.on_event = [&log](const DispatchEvent& e) {
+    options.on_event = [&log, &args, &mqtt](const DispatchEvent& e) {
         if (e.kind == DispatchEvent::Kind::disconnected && !e.detail.empty()) {
             std::lock_guard lock(log.mutex);
-            log.last_connection_error = e.detail;
+            log.last_connection_error = scrub(e.detail, args.brokers, mqtt.password);
         } else if (e.kind == DispatchEvent::Kind::lease_lost) {
             std::lock_guard lock(log.mutex);
             log.lease_lost = true;

@@ -1,0 +1,204 @@
+// `outpost sync` against a real mosquitto on a free loopback port: drained (exit 0), timed out
+// (exit 3), refused (exit 1: lease held, bad credentials), secrets never printed.
+#include <thread>
+
+#include "cli_support.hpp"
+#include "mosquitto.hpp"
+#include "subscriber.hpp"
+
+namespace outpost::testing {
+namespace {
+
+using nlohmann::json;
+using namespace std::chrono_literals;
+
+class CliSync : public CliTest {
+  protected:
+    std::vector<std::int64_t> add_many(int n, const std::string& prefix = "sync/") {
+        std::vector<Message> many;
+        for (int i = 0; i < n; ++i) {
+            Message m =
+                Message::text(prefix + std::to_string(i % 5), "reading " + std::to_string(i));
+            m.key = "k" + std::to_string(i % 3);
+            many.push_back(std::move(m));
+        }
+        return add(many);
+    }
+};
+
+TEST_F(CliSync, DeliversEveryPendingRecordAndExitsZero) {
+    Mosquitto broker;
+    Subscriber sub(broker.uri(), "sync/#", 1);
+    add_many(300);
+    const RunResult r = run_outpost({"sync", "--db", db(), "--broker", broker.uri(), "--timeout",
+                                     "60s", "--progress", "lines"});
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    EXPECT_NE(r.out.find("delivered 300, dead 0, expired 0, pending 0"), std::string::npos)
+        << r.out;
+    EXPECT_NE(r.err.find("sync: delivered 300"), std::string::npos) << r.err;  // final line
+    EXPECT_EQ(counts().pending, 0u);
+    EXPECT_TRUE(sub.wait_for_distinct("outpost-id", 300, 10s)) << sub.count();
+    // The lease is given back: the app's dispatcher may start at once.
+    const auto lease = Admin(db()).lease();
+    EXPECT_TRUE(!lease || !lease->blocks_new_dispatcher());
+}
+
+TEST_F(CliSync, JsonLinesProgressAndResult) {
+    Mosquitto broker;
+    add_many(50);
+    const RunResult r = run_outpost({"sync", "--db", db(), "--broker", broker.uri(), "--json",
+                                     "--timeout", "60s", "--mqtt-version", "3"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const auto lines = parse_lines(r.out);
+    ASSERT_FALSE(lines.empty());
+    for (const json& l : lines) {
+        EXPECT_TRUE(l.contains("event")) << l.dump();
+    }
+    EXPECT_EQ(lines.back()["event"], "done");
+    EXPECT_EQ(lines.back()["result"], "drained");
+    EXPECT_EQ(lines.back()["delivered"], 50);
+    EXPECT_EQ(lines.back()["pending"], 0);
+}
+
+TEST_F(CliSync, ProgressBarShowsCountRateAndEta) {
+    Mosquitto broker;
+    add_many(40);
+    // --progress bar forces what a terminal gets (the test's stderr is a pipe).
+    const RunResult r = run_outpost(
+        {"sync", "--db", db(), "--broker", broker.uri(), "--timeout", "60s", "--progress", "bar"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_NE(r.err.find("\r\x1b[K["), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("] 40/40 100% "), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("/s ETA 0s"), std::string::npos) << r.err;
+    EXPECT_EQ(r.err.back(), '\n');
+}
+
+TEST_F(CliSync, NothingPendingExitsZeroWithoutConnecting) {
+    create_outbox();
+    const RunResult r =
+        run_outpost({"sync", "--db", db(), "--broker", "tcp://127.0.0.1:1", "--timeout", "5s"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_NE(r.out.find("nothing pending"), std::string::npos);
+}
+
+TEST_F(CliSync, UnreachableBrokerTimesOutWithExitThree) {
+    add_many(10);
+    const std::string uri = "tcp://127.0.0.1:" + std::to_string(free_loopback_port());
+    const auto start = std::chrono::steady_clock::now();
+    const RunResult r = run_outpost({"sync", "--db", db(), "--broker", uri, "--timeout", "2s"});
+    const auto took = std::chrono::steady_clock::now() - start;
+    EXPECT_EQ(r.exit_code, 3) << r.out << r.err;
+    EXPECT_NE(r.err.find("timed out after 2s"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("10 records still pending"), std::string::npos) << r.err;
+    EXPECT_EQ(counts().pending, 10u);
+    EXPECT_LT(took, 20s);
+}
+
+TEST_F(CliSync, RefusesWhileAnotherDispatcherHoldsTheLease) {
+    Mosquitto broker;
+    add_many(5);
+    {
+        SqliteStore store(db());
+        char host[256] = {};
+        ::gethostname(host, sizeof host - 1);
+        const std::int64_t now = SystemClock::instance().wall_ms();
+        store.acquire_lease({"the-app", host, ::getpid(), now, now, now + 60'000});
+    }
+    const RunResult r =
+        run_outpost({"sync", "--db", db(), "--broker", broker.uri(), "--timeout", "5s"});
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_TRUE(one_error_line(r, "another dispatcher holds the lease"));
+    EXPECT_NE(r.err.find("pid " + std::to_string(::getpid())), std::string::npos);
+    EXPECT_EQ(counts().pending, 5u);
+    EXPECT_FALSE(broker.log_contains("New client connected")) << "refused before connecting";
+}
+
+TEST_F(CliSync, TakesOverTheLeaseOfADeadProcessOnThisHost) {
+    Mosquitto broker;
+    add_many(5);
+    {
+        // A pid that cannot be alive: the holder crashed.
+        SqliteStore store(db());
+        char host[256] = {};
+        ::gethostname(host, sizeof host - 1);
+        const std::int64_t now = SystemClock::instance().wall_ms();
+        store.acquire_lease({"crashed", host, 0x3fffffff, now, now, now + 60'000});
+    }
+    const RunResult r =
+        run_outpost({"sync", "--db", db(), "--broker", broker.uri(), "--timeout", "30s"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(counts().pending, 0u);
+}
+
+TEST_F(CliSync, BadCredentialsFailAtOnceAndTheSecretIsNeverPrinted) {
+    MosquittoOptions auth;
+    auth.users = {{"device", "right-secret-4711"}};
+    Mosquitto broker(auth);
+    add_many(3);
+    write_file(dir_.file("wrong.pass"), "wrong-secret-0815\n");
+    RunResult r =
+        run_outpost({"sync", "--db", db(), "--broker", broker.uri(), "--username", "device",
+                     "--password-file", dir_.file("wrong.pass"), "--timeout", "30s"});
+    EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+    EXPECT_TRUE(one_error_line(r, "cannot connect"));
+    EXPECT_EQ(r.err.find("wrong-secret-0815"), std::string::npos);
+    EXPECT_EQ(r.out.find("wrong-secret-0815"), std::string::npos);
+    EXPECT_EQ(counts().pending, 3u);
+
+    // The right password, with the broker options from a config file.
+    write_file(dir_.file("right.pass"), "right-secret-4711\n");
+    const std::string cfg = dir_.file("outpost.toml");
+    write_file(cfg, "[sync]\nbroker = \"" + broker.uri() +
+                        "\"\nusername = \"device\"\npassword-file = \"" + dir_.file("right.pass") +
+                        "\"\ntimeout = \"30s\"\n");
+    r = run_outpost({"--config", cfg, "sync", "--db", db(), "--progress", "none"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(counts().pending, 0u);
+    EXPECT_EQ(r.err.find("right-secret-4711"), std::string::npos);
+    EXPECT_EQ(r.out.find("right-secret-4711"), std::string::npos);
+
+    // --help shows no secrets either (no defaults are captured for them).
+    r = run_outpost({"--config", cfg, "sync", "--help"});
+    EXPECT_EQ(r.out.find("right-secret-4711"), std::string::npos);
+}
+
+TEST_F(CliSync, UserInfoInABrokerUriIsNotPrinted) {
+    add_many(2);
+    const std::string uri = "tcp://user:hunter2@127.0.0.1:" + std::to_string(free_loopback_port());
+    const RunResult r = run_outpost({"sync", "--db", db(), "--broker", uri, "--timeout", "1s"});
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_EQ(r.err.find("hunter2"), std::string::npos) << r.err;
+    EXPECT_EQ(r.out.find("hunter2"), std::string::npos) << r.out;
+}
+
+TEST_F(CliSync, FailsOverToTheNextBrokerUri) {
+    Mosquitto broker;
+    add_many(20);
+    const std::string dead = "tcp://127.0.0.1:" + std::to_string(free_loopback_port());
+    const RunResult r = run_outpost(
+        {"sync", "--db", db(), "--broker", dead, "--broker", broker.uri(), "--timeout", "30s"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(counts().pending, 0u);
+}
+
+TEST_F(CliSync, BrokerThatComesUpDuringTheSyncIsCaughtUpWith) {
+    // The device's link comes up while sync waits: the dispatcher reconnects and drains.
+    add_many(20);
+    Mosquitto broker;
+    const std::string uri = broker.uri();
+    broker.stop();
+    // The sync runs on a thread; the broker is started from this one (the helper's broker dies
+    // with the thread that started it: PR_SET_PDEATHSIG).
+    RunResult r;
+    std::thread sync([&] {
+        r = run_outpost({"sync", "--db", db(), "--broker", uri, "--timeout", "30s"});
+    });
+    std::this_thread::sleep_for(1500ms);
+    broker.start();
+    sync.join();
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(counts().pending, 0u);
+}
+
+}  // namespace
+}  // namespace outpost::testing
