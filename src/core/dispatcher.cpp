@@ -674,15 +674,15 @@ struct Dispatcher::Impl {
         }
     }
 
-    // Stopping: no new publishes; wait for what is in flight, up to the deadline.
-    void finish_up(Clock::time_point deadline) {
+    // Stopping: no new publishes; wait for what is in flight, up to the deadline. The deadline
+    // is real time (steady_clock), whatever clock drives the dispatcher's schedule.
+    void finish_up(std::chrono::steady_clock::time_point deadline) {
+        using std::chrono::steady_clock;
         try {
-            while (sent > 0 && clock.now() < deadline && broker.connected()) {
+            while (sent > 0 && steady_clock::now() < deadline && broker.connected()) {
                 {
                     std::unique_lock lock(mutex);
-                    cv.wait_until(lock,
-                                  std::chrono::steady_clock::now() +
-                                      std::min<Clock::duration>(deadline - clock.now(), 50ms),
+                    cv.wait_until(lock, std::min(deadline, steady_clock::now() + 50ms),
                                   [this] { return !completions.empty(); });
                 }
                 collect(false);
@@ -693,8 +693,8 @@ struct Dispatcher::Impl {
         } catch (const Error& e) {
             note_error(e.what());
         }
-        broker.disconnect(std::chrono::duration_cast<Ms>(
-            std::max<Clock::duration>(deadline - clock.now(), Clock::duration::zero())));
+        broker.disconnect(std::chrono::duration_cast<Ms>(std::max<steady_clock::duration>(
+            deadline - steady_clock::now(), steady_clock::duration::zero())));
         // What is still undecided is pending in the database: sent again next time.
         flights.clear();
         busy_keys.clear();
@@ -750,7 +750,7 @@ void Dispatcher::start() {
 
 void Dispatcher::stop(std::chrono::milliseconds deadline) noexcept {
     Impl& s = *impl_;
-    const auto until = s.clock.now() + deadline;
+    const auto until = std::chrono::steady_clock::now() + deadline;
     if (s.running) {
         {
             std::lock_guard lock(s.mutex);

@@ -110,12 +110,10 @@ Outbox::Outbox(SQLite::Database& db, OutboxOptions options, const Clock& clock)
     // write (journal mode, busy timeout, tables) touches it.
     detail::check_schema(db);
     try {
-        SQLite::Statement busy(db, "PRAGMA busy_timeout");
-        if (busy.executeStep() && busy.getColumn(0).getInt() == 0) {
+        if (detail::pragma_value(db, "busy_timeout") == "0") {
             db.exec("PRAGMA busy_timeout = " + std::to_string(impl_->options.busy_timeout.count()));
         }
-        SQLite::Statement mode(db, "PRAGMA journal_mode");
-        if (mode.executeStep() && mode.getColumn(0).getString() == "delete") {
+        if (detail::pragma_value(db, "journal_mode") == "delete") {
             db.exec("PRAGMA journal_mode = WAL");
         }
     } catch (const SQLite::Exception& e) {

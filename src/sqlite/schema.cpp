@@ -94,6 +94,11 @@ void rethrow_sqlite(const SQLite::Exception& e, const std::string& context) {
     throw StorageError(context + ": " + e.what(), is_busy(code), code);
 }
 
+std::string pragma_value(SQLite::Database& db, const std::string& name) {
+    SQLite::Statement q(db, "PRAGMA " + name);
+    return q.executeStep() ? q.getColumn(0).getString() : std::string();
+}
+
 int stored_schema_version(SQLite::Database& db) {
     try {
         if (!table_exists(db, "outpost_meta")) {

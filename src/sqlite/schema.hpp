@@ -35,6 +35,10 @@ void migrate(SQLite::Database& db);
 // True for SQLITE_BUSY / SQLITE_LOCKED (retrying later can succeed).
 bool is_busy(int code) noexcept;
 
+// The value of `PRAGMA name` as text (the statement is finished before this returns, so no read
+// transaction stays open).
+std::string pragma_value(SQLite::Database& db, const std::string& name);
+
 // Counts records by state, with payload bytes and the oldest pending record's age.
 StoreCounts count_records(SQLite::Database& db);
 

@@ -85,8 +85,7 @@ struct SqliteStore::Impl {
         try {
             db.exec("PRAGMA busy_timeout = " + std::to_string(o.busy_timeout.count()));
             db.exec("PRAGMA synchronous = " + o.synchronous);
-            SQLite::Statement mode(db, "PRAGMA journal_mode");
-            if (mode.executeStep() && mode.getColumn(0).getString() == "delete") {
+            if (detail::pragma_value(db, "journal_mode") == "delete") {
                 db.exec("PRAGMA journal_mode = WAL");
             }
         } catch (const SQLite::Exception& e) {

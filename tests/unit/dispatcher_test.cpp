@@ -1,0 +1,494 @@
+// Dispatcher semantics, one test per promise, on a real SQLite file with a FakeBroker and a
+// ManualClock (run_once drives the loop; no sleeps), plus a few threaded lifecycle tests.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <thread>
+
+#include "fixture.hpp"
+
+using namespace std::chrono_literals;
+using namespace outpost;
+using outpost::testing::FakeBroker;
+using outpost::testing::OutboxTest;
+
+namespace {
+
+std::vector<std::int64_t> ids_of(const std::vector<Record>& log) {
+    std::vector<std::int64_t> out;
+    for (const Record& r : log) {
+        out.push_back(r.id);
+    }
+    return out;
+}
+
+}  // namespace
+
+class DispatcherTest : public OutboxTest {};
+
+TEST_F(DispatcherTest, CommittedIsPublishedRolledBackNever) {
+    std::int64_t committed;
+    {
+        SQLite::Transaction tx(db_);
+        add("rolled/back");
+    }
+    {
+        SQLite::Transaction tx(db_);
+        committed = add("committed");
+        tx.commit();
+    }
+    auto d = dispatcher();
+    settle(*d);
+    EXPECT_EQ(broker_.topics(), std::vector<std::string>{"committed"});
+    EXPECT_EQ(state_of(committed), std::nullopt);  // delivered records are deleted by default
+    EXPECT_EQ(d->stats().delivered, 1u);
+}
+
+TEST_F(DispatcherTest, EveryRecordCarriesItsStoredUidToTheBroker) {
+    const std::int64_t id = add("t");
+    const std::string uid =
+        db_.execAndGet("SELECT uid FROM outpost_records WHERE id = " + std::to_string(id))
+            .getString();
+    auto d = dispatcher();
+    settle(*d);
+    ASSERT_EQ(broker_.published(), 1u);
+    EXPECT_EQ(broker_.log()[0].uid, uid);
+    EXPECT_EQ(broker_.log()[0].id, id);
+}
+
+TEST_F(DispatcherTest, ARejectionCountsAsAnAttemptAndIsRetriedAfterTheBackoff) {
+    const std::int64_t id = add("t");
+    broker_.reject_next(1, "PUBACK reason 0x97 quota exceeded");
+    auto d = dispatcher();
+    settle(*d);
+    EXPECT_EQ(state_of(id), std::make_pair(0, 1));
+    EXPECT_EQ(last_error_of(id), "PUBACK reason 0x97 quota exceeded");
+    EXPECT_EQ(broker_.published(), 1u);
+    clock_.advance(999ms);
+    settle(*d);
+    EXPECT_EQ(broker_.published(), 1u);  // not before its time
+    clock_.advance(1ms);
+    settle(*d);
+    EXPECT_EQ(broker_.published(), 2u);
+    EXPECT_EQ(state_of(id), std::nullopt);
+    EXPECT_EQ(d->stats().retries, 1u);
+}
+
+TEST_F(DispatcherTest, ReachingTheRetryCapMakesARecordDeadUntilRequeued) {
+    const std::int64_t id = add("denied");
+    broker_.reject_next(3, "PUBACK reason 0x87 not authorized", true, 0x87);
+    std::vector<DispatchEvent::Kind> events;
+    auto o = options();
+    o.on_event = [&](const DispatchEvent& e) { events.push_back(e.kind); };
+    auto d = dispatcher(o);
+    for (int i = 0; i < 10; ++i) {
+        settle(*d);
+        clock_.advance(60s);
+    }
+    EXPECT_EQ(broker_.published(), 3u);
+    EXPECT_EQ(state_of(id), std::make_pair(2, 3));
+    EXPECT_EQ(last_error_of(id), "PUBACK reason 0x87 not authorized");
+    EXPECT_EQ(std::count(events.begin(), events.end(), DispatchEvent::Kind::retry_scheduled), 2);
+    EXPECT_EQ(std::count(events.begin(), events.end(), DispatchEvent::Kind::dead), 1);
+    EXPECT_EQ(d->stats().dead, 1u);
+
+    outbox_.requeue(id);
+    settle(*d);
+    EXPECT_EQ(broker_.published(), 4u);
+    EXPECT_EQ(state_of(id), std::nullopt);
+}
+
+TEST_F(DispatcherTest, AnAckTimeoutWhileConnectedCountsAsAnAttempt) {
+    broker_.set_auto_ack(false);
+    const std::int64_t id = add("t");
+    auto o = options();
+    o.ack_timeout = 5s;
+    auto d = dispatcher(o);
+    settle(*d);
+    EXPECT_EQ(broker_.held(), 1u);
+    clock_.advance(5s);
+    settle(*d);
+    EXPECT_EQ(state_of(id), std::make_pair(0, 1));
+    EXPECT_NE(last_error_of(id).find("no acknowledgement within 5000 ms"), std::string::npos);
+    broker_.ack_all();  // the late answer is ignored: the record waits for its retry
+    settle(*d);
+    EXPECT_EQ(state_of(id), std::make_pair(0, 1));
+    broker_.set_auto_ack(true);
+    clock_.advance(1s);
+    settle(*d);
+    EXPECT_EQ(state_of(id), std::nullopt);
+}
+
+TEST_F(DispatcherTest, ALostConnectionNeverBurnsAttempts) {
+    broker_.set_auto_ack(false);
+    std::vector<std::int64_t> ids;
+    for (int i = 0; i < 5; ++i) {
+        ids.push_back(add("t" + std::to_string(i)));
+    }
+    auto d = dispatcher();
+    settle(*d);
+    EXPECT_EQ(broker_.held(), 5u);
+    broker_.set_reachable(false);
+    broker_.drop_connection();
+    for (int i = 0; i < 20; ++i) {  // a long outage: many reconnect attempts
+        settle(*d);
+        clock_.advance(10s);
+    }
+    for (std::int64_t id : ids) {
+        EXPECT_EQ(state_of(id), std::make_pair(0, 0)) << "record " << id;
+    }
+    EXPECT_FALSE(d->stats().connected);
+    EXPECT_GE(d->stats().connection_losses, 5u);
+    broker_.set_reachable(true);
+    broker_.set_auto_ack(true);
+    clock_.advance(60s);
+    settle(*d);
+    EXPECT_EQ(count(), 0);
+    EXPECT_EQ(broker_.published(), 10u);  // each sent twice: at least once, never lost
+}
+
+TEST_F(DispatcherTest, ReconnectsWithGrowingJitteredBackoff) {
+    broker_.set_reachable(false);
+    add("t");
+    auto o = options();
+    o.reconnect_initial = 500ms;
+    o.reconnect_max = 8s;
+    auto d = dispatcher(o);
+    std::vector<std::int64_t> at;  // ms of each connect call
+    int calls = 0;
+    for (std::int64_t t = 0; t < 60'000; t += 10) {
+        d->run_once();
+        if (broker_.connect_calls() != calls) {
+            calls = broker_.connect_calls();
+            at.push_back(t);
+        }
+        clock_.advance(10ms);
+    }
+    ASSERT_GE(at.size(), 6u);
+    EXPECT_LE(at.size(), 16u);  // never a busy loop
+    // The n-th gap lies in [0.5, 1] x min(500 ms x 2^(n-1), 8 s), give or take one 10 ms step.
+    for (std::size_t n = 1; n < at.size(); ++n) {
+        const double full = std::min(500.0 * std::pow(2.0, static_cast<double>(n - 1)), 8000.0);
+        const auto gap = static_cast<double>(at[n] - at[n - 1]);
+        EXPECT_GE(gap, 0.5 * full - 10) << "gap " << n;
+        EXPECT_LE(gap, full + 10) << "gap " << n;
+    }
+    EXPECT_EQ(state_of(1), std::make_pair(0, 0));  // offline never burns attempts
+}
+
+TEST_F(DispatcherTest, UnacknowledgedRecordsArePendingAgainAfterARestart) {
+    broker_.set_auto_ack(false);
+    for (int i = 0; i < 3; ++i) {
+        add("t");
+    }
+    {
+        auto d = dispatcher();
+        settle(*d);
+        EXPECT_EQ(broker_.held(), 3u);
+        d->stop(0ms);  // gone without answers
+    }
+    EXPECT_EQ(count("state = 0 AND attempts = 0"), 3);
+    broker_.set_auto_ack(true);
+    auto d = dispatcher();
+    settle(*d);
+    EXPECT_EQ(count(), 0);
+    EXPECT_EQ(broker_.published(), 6u);
+}
+
+TEST_F(DispatcherTest, HigherPriorityFirstThenCommitOrder) {
+    const std::int64_t a = add("a", std::nullopt, 0);
+    const std::int64_t b = add("b", std::nullopt, 5);
+    const std::int64_t c = add("c", std::nullopt, 0);
+    const std::int64_t e = add("e", std::nullopt, -1);
+    const std::int64_t f = add("f", std::nullopt, 5);
+    auto d = dispatcher();
+    settle(*d);
+    EXPECT_EQ(ids_of(broker_.log()), (std::vector<std::int64_t>{b, f, a, c, e}));
+}
+
+TEST_F(DispatcherTest, AKeyWaitingForARetryHoldsBackItsLaterRecordsOnly) {
+    const std::int64_t k1a = add("k1-a", "k1");
+    const std::int64_t k1b = add("k1-b", "k1");
+    const std::int64_t k2a = add("k2-a", "k2");
+    const std::int64_t free = add("free");
+    broker_.reject_next(1);  // the first publish: k1-a
+    auto d = dispatcher();
+    settle(*d);
+    EXPECT_EQ(ids_of(broker_.log()), (std::vector<std::int64_t>{k1a, k2a, free}));
+    clock_.advance(500ms);
+    settle(*d);
+    EXPECT_EQ(broker_.published(), 3u);  // k1-b still waits behind k1-a
+    clock_.advance(500ms);
+    settle(*d);
+    EXPECT_EQ(ids_of(broker_.log()), (std::vector<std::int64_t>{k1a, k2a, free, k1a, k1b}));
+    EXPECT_EQ(count(), 0);
+}
+
+TEST_F(DispatcherTest, AtMostOneRecordPerKeyInFlight) {
+    broker_.set_auto_ack(false);
+    for (int i = 0; i < 3; ++i) {
+        add("k", "same");
+    }
+    add("other", "other");
+    auto d = dispatcher();
+    settle(*d);
+    EXPECT_EQ(broker_.held(), 2u);  // one of "same", one of "other"
+    broker_.ack(1);
+    settle(*d);
+    EXPECT_EQ(broker_.published(), 3u);
+    broker_.ack_all();
+    settle(*d);
+    broker_.ack_all();
+    settle(*d);
+    EXPECT_EQ(count(), 0);
+}
+
+TEST_F(DispatcherTest, WhenAKeysHeadGoesDeadItsLaterRecordsFlowOn) {
+    auto o = options();
+    o.retry.max_attempts = 1;
+    const std::int64_t head = add("poison", "k");
+    const std::int64_t next = add("fine", "k");
+    broker_.reject_next(1, "PUBACK reason 0x99 payload format invalid", true, 0x99);
+    auto d = dispatcher(o);
+    settle(*d);
+    EXPECT_EQ(state_of(head), std::make_pair(2, 1));
+    EXPECT_EQ(state_of(next), std::nullopt);
+    EXPECT_EQ(ids_of(broker_.log()), (std::vector<std::int64_t>{head, next}));
+}
+
+TEST_F(DispatcherTest, TheWindowBoundsPublishesInFlight) {
+    broker_.set_auto_ack(false);
+    for (int i = 0; i < 10; ++i) {
+        add("t");
+    }
+    auto o = options();
+    o.window = 4;
+    auto d = dispatcher(o);
+    settle(*d);
+    EXPECT_EQ(broker_.held(), 4u);
+    EXPECT_EQ(d->stats().in_flight, 4u);
+    broker_.ack(2);
+    settle(*d);
+    EXPECT_EQ(broker_.held(), 4u);
+    EXPECT_EQ(broker_.published(), 6u);
+    EXPECT_EQ(count(), 8);
+}
+
+TEST_F(DispatcherTest, CompletionsAreWrittenInOneBatchPerStep) {
+    broker_.set_auto_ack(false);
+    for (int i = 0; i < 50; ++i) {
+        add("t");
+    }
+    auto d = dispatcher();
+    settle(*d);
+    ASSERT_EQ(broker_.held(), 50u);
+    const std::int64_t before = db_.execAndGet("PRAGMA data_version").getInt64();
+    broker_.ack_all();
+    d->run_once();  // one step writes all 50
+    EXPECT_EQ(count(), 0);
+    EXPECT_NE(db_.execAndGet("PRAGMA data_version").getInt64(), before);
+}
+
+TEST_F(DispatcherTest, ExpiredRecordsAreNeverSent) {
+    broker_.set_reachable(false);
+    Message m = Message::text("short-lived", "x");
+    m.ttl = 10s;
+    const std::int64_t id = outbox_.add(m);
+    const std::int64_t keep = add("long-lived");
+    auto d = dispatcher();
+    settle(*d);
+    clock_.advance(11s);
+    broker_.set_reachable(true);
+    for (int i = 0; i < 5; ++i) {
+        settle(*d);
+        clock_.advance(1s);
+    }
+    EXPECT_EQ(state_of(id), std::make_pair(3, 0));
+    EXPECT_EQ(state_of(keep), std::nullopt);
+    EXPECT_EQ(broker_.topics(), std::vector<std::string>{"long-lived"});
+    EXPECT_EQ(d->stats().expired, 1u);
+}
+
+TEST_F(DispatcherTest, DeliveredRecordsAreKeptForTheRetentionPeriodThenPurged) {
+    auto o = options();
+    o.retention = std::chrono::hours(1);
+    o.retry.max_attempts = 1;
+    const std::int64_t delivered = add("ok");
+    const std::int64_t dead = add("bad");
+    broker_.deny_topic("bad");
+    broker_.set_reachable(true);
+    auto d = dispatcher(o);
+    settle(*d);
+    EXPECT_EQ(state_of(delivered), std::make_pair(1, 0));
+    EXPECT_EQ(state_of(dead), std::make_pair(2, 1));
+    broker_.set_reachable(false);
+    broker_.drop_connection();
+    const std::int64_t pending = add("waiting");
+    clock_.advance(std::chrono::hours(2));
+    settle(*d);
+    clock_.advance(std::chrono::minutes(2));
+    settle(*d);
+    EXPECT_EQ(state_of(delivered), std::nullopt);        // purged
+    EXPECT_EQ(state_of(dead), std::make_pair(2, 1));     // never touched by retention
+    EXPECT_EQ(state_of(pending), std::make_pair(0, 0));  // never touched by retention
+}
+
+TEST_F(DispatcherTest, AWallClockSteppingBackDoesNotStrandRetries) {
+    const std::int64_t id = add("t");
+    broker_.reject_next(1);
+    auto d = dispatcher();
+    settle(*d);
+    EXPECT_EQ(state_of(id), std::make_pair(0, 1));
+    clock_.set_wall(clock_.wall_ms() - 86'400'000);  // NTP steps back a day
+    settle(*d);
+    clock_.advance(60s);  // at most max_backoff later it goes
+    settle(*d);
+    EXPECT_EQ(state_of(id), std::nullopt);
+}
+
+TEST_F(DispatcherTest, ASecondDispatcherIsRefusedWithAClearError) {
+    add("t");
+    auto first = dispatcher();
+    first->run_once();
+    SqliteStore other_store(path_);
+    FakeBroker other_broker;
+    Dispatcher second(other_store, other_broker, options(), clock_);
+    try {
+        second.run_once();
+        FAIL() << "expected LeaseHeld";
+    } catch (const LeaseHeld& e) {
+        EXPECT_NE(std::string(e.what()).find("pid " + std::to_string(::getpid())),
+                  std::string::npos)
+            << e.what();
+    }
+    EXPECT_EQ(other_broker.published(), 0u);
+}
+
+TEST_F(DispatcherTest, AnExpiredLeaseIsTakenOverAndTheOldHolderStops) {
+    broker_.set_auto_ack(false);
+    add("t");
+    std::vector<DispatchEvent::Kind> events;
+    auto o = options();
+    o.on_event = [&](const DispatchEvent& e) { events.push_back(e.kind); };
+    auto first = dispatcher(o);
+    first->run_once();
+    clock_.advance(31s);  // the first holder stalled past lease_ttl
+    SqliteStore other_store(path_);
+    FakeBroker other_broker;
+    Dispatcher second(other_store, other_broker, options(), clock_);
+    settle(second);
+    EXPECT_EQ(other_broker.published(), 1u);
+    first->run_once();
+    EXPECT_NE(std::find(events.begin(), events.end(), DispatchEvent::Kind::lease_lost),
+              events.end());
+    add("u");
+    settle(*first);
+    EXPECT_EQ(broker_.published(), 1u);  // the old holder sends nothing more
+}
+
+TEST_F(DispatcherTest, ALeaseOfACrashedProcessOnThisHostIsTakenAtOnce) {
+    add("t");
+    const pid_t child = ::fork();
+    if (child == 0) {
+        ::_exit(0);
+    }
+    ::waitpid(child, nullptr, 0);  // a pid that no longer runs
+    char host[256] = {};
+    ::gethostname(host, sizeof host - 1);
+    SQLite::Statement put(db_, "INSERT INTO outpost_lease VALUES (1, 'crashed', ?, ?, 0, ?, ?)");
+    put.bind(1, std::string(host));
+    put.bind(2, static_cast<std::int64_t>(child));
+    put.bind(3, clock_.wall_ms());
+    put.bind(4, clock_.wall_ms() + 3'600'000);
+    put.exec();
+    auto d = dispatcher();
+    settle(*d);
+    EXPECT_EQ(broker_.published(), 1u);
+}
+
+TEST_F(DispatcherTest, OptionsAreValidated) {
+    auto o = options();
+    o.window = 0;
+    EXPECT_THROW(dispatcher(o), InvalidConfig);
+    o = options();
+    o.retry.jitter = 2;
+    EXPECT_THROW(dispatcher(o), InvalidConfig);
+}
+
+// ---- threaded lifecycle (real clock) ----
+
+class ThreadedDispatcherTest : public OutboxTest {
+  protected:
+    std::unique_ptr<Dispatcher> threaded(DispatcherOptions o = {}) {
+        return std::make_unique<Dispatcher>(store(), broker_, o);
+    }
+};
+
+TEST_F(ThreadedDispatcherTest, ACommitInThisProcessWakesTheDispatcherAtOnce) {
+    DispatcherOptions o;
+    o.poll_interval = std::chrono::hours(1);  // only the wake-up can find the record
+    auto d = threaded(o);
+    d->start();
+    SQLite::Database app(path_, SQLite::OPEN_READWRITE);
+    Outbox box(app);
+    {
+        SQLite::Transaction tx(app);
+        box.add(Message::text("woken", "x"));
+        tx.commit();
+    }
+    const auto deadline = std::chrono::steady_clock::now() + 5s;
+    while (broker_.published() == 0 && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(1ms);
+    }
+    EXPECT_EQ(broker_.published(), 1u);
+    EXPECT_TRUE(d->drain(5s));
+    d->stop();
+}
+
+TEST_F(ThreadedDispatcherTest, DrainReturnsWhenNothingIsPendingOrFalseOnTimeout) {
+    auto d = threaded();
+    d->start();
+    for (int i = 0; i < 100; ++i) {
+        add("t");
+    }
+    EXPECT_TRUE(d->drain(10s));
+    EXPECT_EQ(count(), 0);
+    broker_.set_reachable(false);
+    broker_.drop_connection();
+    add("stuck");
+    EXPECT_FALSE(d->drain(300ms));
+    d->stop();
+    d->stop();  // idempotent
+    EXPECT_FALSE(d->stats().running);
+}
+
+TEST_F(ThreadedDispatcherTest, StopWaitsForInFlightAcknowledgementsUpToTheDeadline) {
+    broker_.set_auto_ack(false);
+    auto d = threaded();
+    d->start();
+    const std::int64_t id = add("t");
+    const auto deadline = std::chrono::steady_clock::now() + 5s;
+    while (broker_.held() == 0 && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(1ms);
+    }
+    ASSERT_EQ(broker_.held(), 1u);
+    std::thread acker([&] {
+        std::this_thread::sleep_for(200ms);
+        broker_.ack_all();
+    });
+    d->stop(5s);
+    acker.join();
+    EXPECT_EQ(state_of(id), std::nullopt);  // the acknowledgement was written before stop ended
+    EXPECT_EQ(broker_.connect_calls(), 1);
+    EXPECT_FALSE(broker_.connected());
+}
+
+TEST_F(ThreadedDispatcherTest, StartTwiceIsAnError) {
+    auto d = threaded();
+    d->start();
+    EXPECT_THROW(d->start(), Error);
+    d->stop();
+    d->start();  // and a stopped dispatcher can start again
+    d->stop();
+}

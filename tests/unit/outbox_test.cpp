@@ -1,0 +1,215 @@
+#include <fstream>
+#include <iterator>
+#include <regex>
+#include <set>
+
+#include "fixture.hpp"
+
+using namespace std::chrono_literals;
+using namespace outpost;
+using outpost::testing::OutboxTest;
+using outpost::testing::TempDir;
+
+namespace {
+
+std::string read_file(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+}  // namespace
+
+TEST_F(OutboxTest, CreatesItsTablesWithItsOwnVersionAndLeavesUserVersionAlone) {
+    EXPECT_EQ(db_.execAndGet("PRAGMA user_version").getInt(), 0);
+    EXPECT_EQ(
+        db_.execAndGet("SELECT value FROM outpost_meta WHERE name = 'schema_version'").getString(),
+        std::to_string(kSchemaVersion));
+    EXPECT_EQ(db_.execAndGet("PRAGMA journal_mode").getString(), "wal");
+    EXPECT_EQ(db_.execAndGet("PRAGMA busy_timeout").getInt(), 5000);
+    db_.exec("PRAGMA user_version = 42");
+    Outbox again(db_);  // a second open migrates nothing and keeps the app's version
+    EXPECT_EQ(db_.execAndGet("PRAGMA user_version").getInt(), 42);
+}
+
+TEST_F(OutboxTest, KeepsTheAppsOwnBusyTimeout) {
+    TempDir d;
+    SQLite::Database db(d.file("x.db"), SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+    db.exec("PRAGMA busy_timeout = 1234");
+    Outbox o(db);
+    EXPECT_EQ(db.execAndGet("PRAGMA busy_timeout").getInt(), 1234);
+}
+
+TEST_F(OutboxTest, CommitStoresStateAndMessageTogether) {
+    db_.exec("CREATE TABLE readings (v REAL)");
+    {
+        SQLite::Transaction tx(db_);
+        db_.exec("INSERT INTO readings VALUES (21.5)");
+        add("site/temp");
+        tx.commit();
+    }
+    EXPECT_EQ(db_.execAndGet("SELECT count(*) FROM readings").getInt(), 1);
+    EXPECT_EQ(count("state = 0"), 1);
+}
+
+TEST_F(OutboxTest, RollbackStoresNeither) {
+    db_.exec("CREATE TABLE readings (v REAL)");
+    {
+        SQLite::Transaction tx(db_);
+        db_.exec("INSERT INTO readings VALUES (21.5)");
+        add("site/temp");
+        // no commit: the destructor rolls back
+    }
+    EXPECT_EQ(db_.execAndGet("SELECT count(*) FROM readings").getInt(), 0);
+    EXPECT_EQ(count(), 0);
+}
+
+TEST_F(OutboxTest, BadInputStoresNothingAndTheTransactionStaysUsable) {
+    db_.exec("CREATE TABLE readings (v REAL)");
+    SQLite::Transaction tx(db_);
+    db_.exec("INSERT INTO readings VALUES (1)");
+    Message bad = Message::text("a/+/b", "x");
+    EXPECT_THROW(outbox_.add(bad), InvalidMessage);
+    bad = Message::text("ok", "x");
+    bad.qos = 7;
+    EXPECT_THROW(outbox_.add(bad), InvalidMessage);
+    add("good");
+    tx.commit();
+    EXPECT_EQ(db_.execAndGet("SELECT count(*) FROM readings").getInt(), 1);
+    EXPECT_EQ(count(), 1);
+    EXPECT_EQ(db_.execAndGet("SELECT topic FROM outpost_records").getString(), "good");
+}
+
+TEST_F(OutboxTest, EveryRecordHasAUniqueTimeOrderedUid) {
+    std::set<std::string> uids;
+    for (int i = 0; i < 500; ++i) {
+        add("t");
+    }
+    SQLite::Statement q(db_, "SELECT uid FROM outpost_records ORDER BY id");
+    const std::regex v7("[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}");
+    std::string previous;
+    while (q.executeStep()) {
+        const std::string uid = q.getColumn(0).getString();
+        EXPECT_TRUE(std::regex_match(uid, v7)) << uid;
+        EXPECT_GE(uid.substr(0, 13),
+                  previous.substr(0, std::min<std::size_t>(13, previous.size())));
+        previous = uid;
+        uids.insert(uid);
+    }
+    EXPECT_EQ(uids.size(), 500u);
+}
+
+TEST_F(OutboxTest, StoresEveryFieldOfTheMessage) {
+    Message m = Message::text("dev/1/event", "");
+    m.payload = {std::byte{0}, std::byte{0xff}, std::byte{0x10}};
+    m.key = "dev-1";
+    m.qos = 2;
+    m.retain = true;
+    m.priority = 7;
+    m.ttl = 90s;
+    m.headers = {{"unit", "°C"}, {"empty", ""}};
+    m.content_type = "application/octet-stream";
+    const std::int64_t id = outbox_.add(m);
+    const std::optional<Record> r = store().load_pending(id);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->message, m);
+    EXPECT_EQ(r->state, RecordState::pending);
+    EXPECT_EQ(r->created_at, clock_.wall_ms());
+    EXPECT_EQ(r->expires_at, clock_.wall_ms() + 90'000);
+    EXPECT_EQ(r->attempts, 0u);
+}
+
+TEST_F(OutboxTest, RefusesAFileThatIsNotSqliteAndLeavesItAlone) {
+    TempDir d;
+    const std::string path = d.file("notes.txt");
+    std::ofstream(path) << "these are not the pages you are looking for\n"
+                        << std::string(5000, 'x');
+    const std::string before = read_file(path);
+    SQLite::Database db(path, SQLite::OPEN_READWRITE);
+    try {
+        Outbox o(db);
+        FAIL() << "expected SchemaError";
+    } catch (const SchemaError& e) {
+        EXPECT_NE(std::string(e.what()).find("not a SQLite database"), std::string::npos)
+            << e.what();
+    }
+    EXPECT_EQ(read_file(path), before);
+    EXPECT_THROW(SqliteStore{path}, SchemaError);
+    EXPECT_EQ(read_file(path), before);
+}
+
+TEST_F(OutboxTest, RefusesANewerSchemaAndLeavesTheFileAlone) {
+    TempDir d;
+    const std::string path = d.file("newer.db");
+    {
+        SQLite::Database db(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+        db.exec("CREATE TABLE outpost_meta (name TEXT PRIMARY KEY, value TEXT)");
+        db.exec("INSERT INTO outpost_meta VALUES ('schema_version', '99')");
+    }
+    const std::string before = read_file(path);
+    SQLite::Database db(path, SQLite::OPEN_READWRITE);
+    try {
+        Outbox o(db);
+        FAIL() << "expected SchemaError";
+    } catch (const SchemaError& e) {
+        EXPECT_NE(std::string(e.what()).find("schema version 99"), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(db.execAndGet("PRAGMA journal_mode").getString(), "delete");  // not switched
+    EXPECT_EQ(read_file(path), before);
+    EXPECT_THROW(SqliteStore{path}, SchemaError);
+    EXPECT_EQ(read_file(path), before);
+}
+
+TEST_F(OutboxTest, StoreRefusesAFileWithoutOutpostTables) {
+    TempDir d;
+    const std::string path = d.file("plain.db");
+    {
+        SQLite::Database db(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+        db.exec("CREATE TABLE t (x)");
+    }
+    EXPECT_THROW(SqliteStore{path}, SchemaError);
+    EXPECT_THROW(SqliteStore{d.file("missing.db")}, Error);
+    EXPECT_FALSE(std::filesystem::exists(d.file("missing.db")));
+}
+
+TEST_F(OutboxTest, RequeueMovesOnlyDeadRecords) {
+    const std::int64_t a = add("a");
+    const std::int64_t b = add("b");
+    db_.exec("UPDATE outpost_records SET state = 2, attempts = 3, last_error = 'x' WHERE id = " +
+             std::to_string(a));
+    EXPECT_THROW(outbox_.requeue(b), NotFound);  // pending, not dead
+    EXPECT_THROW(outbox_.requeue(999), NotFound);
+    outbox_.requeue(a);
+    EXPECT_EQ(state_of(a), std::make_pair(0, 0));
+    db_.exec("UPDATE outpost_records SET state = 2");
+    EXPECT_EQ(outbox_.requeue_all_dead(), 2u);
+    EXPECT_EQ(count("state = 0"), 2);
+}
+
+TEST_F(OutboxTest, QuotaRefusesBeyondMaxPendingAndStoresNothing) {
+    TempDir d;
+    SQLite::Database db(d.file("q.db"), SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+    OutboxOptions o;
+    o.max_pending = 3;
+    Outbox box(db, o, clock_);
+    for (int i = 0; i < 3; ++i) {
+        box.add(Message::text("t", "x"));
+    }
+    EXPECT_THROW(box.add(Message::text("t", "x")), OutboxFull);
+    EXPECT_EQ(db.execAndGet("SELECT count(*) FROM outpost_records").getInt(), 3);
+    db.exec("UPDATE outpost_records SET state = 1 WHERE id = 1");  // one delivered
+    clock_.advance(2s);
+    EXPECT_NO_THROW(box.add(Message::text("t", "x")));
+    EXPECT_EQ(box.counts().pending, 3u);
+}
+
+TEST_F(OutboxTest, CountsByState) {
+    add("a");
+    add("b");
+    add("c");
+    db_.exec("UPDATE outpost_records SET state = 2 WHERE id = 3");
+    const StoreCounts c = outbox_.counts();
+    EXPECT_EQ(c.pending, 2u);
+    EXPECT_EQ(c.dead, 1u);
+    EXPECT_EQ(c.pending_bytes, std::string("payload of a").size() * 2);
+    EXPECT_EQ(c.oldest_pending_at, clock_.wall_ms());
+}
