@@ -67,6 +67,11 @@ struct RecordFilter {
     std::optional<std::string> key;           // exact ordering key
     std::int64_t after_id = 0;                // only records with id > after_id
     std::size_t limit = 0;                    // at most this many; 0 = no limit
+    // Salvage mode for a corrupt file: when a page of records cannot be read (SQLITE_CORRUPT),
+    // go on id by id up to the largest id (from the table, or from its indexes when the table's
+    // end is damaged) and skip the ids that cannot be read, instead of throwing. Slow (one
+    // lookup per id) but reads whatever the damage left intact.
+    bool skip_unreadable = false;
 };
 
 // Outcome of Admin::check(). clean() when nothing is wrong.
@@ -121,9 +126,13 @@ class Admin {
     std::vector<Record> list(const RecordFilter& filter);
     // Calls `visit` with each record matching `filter`, in id order, reading in pages of
     // AdminOptions::page_size; no read transaction is open while `visit` runs. `visit` returns
-    // false to stop. Returns how many records were visited.
+    // false to stop. Returns how many records were visited. With filter.skip_unreadable, the
+    // ids that could not be read (plus one when the end of the table could not be read, so more
+    // records may be missing) are counted in `*unreadable` (when not null) instead of throwing:
+    // 0 means everything matching was visited.
     std::size_t for_each(const RecordFilter& filter,
-                         const std::function<bool(const Record&)>& visit);
+                         const std::function<bool(const Record&)>& visit,
+                         std::size_t* unreadable = nullptr);
 
     // Enqueues `message` as the app would (Outbox::add). Returns the new id. Throws
     // InvalidMessage, OutboxFull, StorageError.
@@ -150,6 +159,9 @@ class Admin {
     static CheckReport check(const std::string& path, bool quick = false);
 
   private:
+    std::size_t salvage(const RecordFilter& filter, std::int64_t after, std::size_t visited_before,
+                        const std::function<bool(const Record&)>& visit, std::size_t* unreadable);
+
     struct Impl;
     std::unique_ptr<Impl> impl_;
 };

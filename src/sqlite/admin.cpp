@@ -118,9 +118,10 @@ std::string host_name() {
     return buf;
 }
 
-std::string filter_sql(const RecordFilter& f) {
-    std::string sql =
-        std::string("SELECT ") + detail::kRecordColumns + " FROM outpost_records WHERE id > :after";
+// The query of for_each(): a page after :after, or (`by_id`) the single record :id.
+std::string filter_sql(const RecordFilter& f, bool by_id) {
+    std::string sql = std::string("SELECT ") + detail::kRecordColumns +
+                      " FROM outpost_records WHERE " + (by_id ? "id = :id" : "id > :after");
     if (f.state) {
         sql += " AND state = :state";
     }
@@ -130,8 +131,27 @@ std::string filter_sql(const RecordFilter& f) {
     if (f.key) {
         sql += " AND msg_key = :key";
     }
-    sql += " ORDER BY id LIMIT :limit";
+    if (!by_id) {
+        sql += " ORDER BY id LIMIT :limit";
+    }
     return sql;
+}
+
+void bind_filter(SQLite::Statement& q, const RecordFilter& f) {
+    if (f.state) {
+        q.bind(":state", static_cast<int>(*f.state));
+    }
+    if (f.topic_prefix) {
+        q.bind(":prefix", *f.topic_prefix);
+    }
+    if (f.key) {
+        q.bind(":key", *f.key);
+    }
+}
+
+bool is_corrupt(const SQLite::Exception& e) {
+    const int primary = error_code_of(e) & 0xff;
+    return primary == SQLITE_CORRUPT || primary == SQLITE_NOTADB;
 }
 
 }  // namespace
@@ -342,10 +362,14 @@ std::optional<Record> Admin::get(std::int64_t id) {
 }
 
 std::size_t Admin::for_each(const RecordFilter& filter,
-                            const std::function<bool(const Record&)>& visit) {
-    const std::string sql = filter_sql(filter);
+                            const std::function<bool(const Record&)>& visit,
+                            std::size_t* unreadable) {
+    const std::string sql = filter_sql(filter, false);
     std::int64_t after = filter.after_id;
     std::size_t visited = 0;
+    if (unreadable != nullptr) {
+        *unreadable = 0;
+    }
     for (;;) {
         std::size_t want = impl_->options.page_size;
         if (filter.limit != 0) {
@@ -360,21 +384,21 @@ std::size_t Admin::for_each(const RecordFilter& filter,
             // the caller sees any record.
             SQLite::Statement q(*impl_->db, sql);
             q.bind(":after", after);
-            if (filter.state) {
-                q.bind(":state", static_cast<int>(*filter.state));
-            }
-            if (filter.topic_prefix) {
-                q.bind(":prefix", *filter.topic_prefix);
-            }
-            if (filter.key) {
-                q.bind(":key", *filter.key);
-            }
+            bind_filter(q, filter);
             q.bind(":limit", static_cast<std::int64_t>(want));
             while (q.executeStep()) {
                 page.push_back(detail::read_record(q));
             }
         } catch (const SQLite::Exception& e) {
+            if (filter.skip_unreadable && is_corrupt(e)) {
+                return visited + salvage(filter, after, visited, visit, unreadable);
+            }
             detail::rethrow_sqlite(e, "reading records of " + impl_->path);
+        } catch (const StorageError&) {
+            if (filter.skip_unreadable) {  // a record with malformed headers
+                return visited + salvage(filter, after, visited, visit, unreadable);
+            }
+            throw;
         }
         for (const Record& r : page) {
             ++visited;
@@ -387,6 +411,100 @@ std::size_t Admin::for_each(const RecordFilter& filter,
         }
         after = page.back().id;
     }
+}
+
+std::size_t Admin::salvage(const RecordFilter& filter, std::int64_t after,
+                           std::size_t visited_before,
+                           const std::function<bool(const Record&)>& visit,
+                           std::size_t* unreadable) {
+    // Point lookups descend the b-tree to one leaf each: a damaged page costs only the ids on
+    // it. The largest id comes from the table's rightmost path, or, when that is damaged, from
+    // the two partial indexes, which together cover every record (state = 0, state <> 0) and
+    // hold the ids in pages of their own.
+    static const char* const kMaxQueries[] = {
+        "SELECT max(id) FROM outpost_records",
+        "SELECT max(id) FROM outpost_records INDEXED BY outpost_records_dispatch WHERE state = 0",
+        "SELECT max(id) FROM outpost_records INDEXED BY outpost_records_done WHERE state <> 0",
+    };
+    std::int64_t max_id = 0;
+    bool found = false;
+    bool table_max_ok = false;
+    std::string failure;
+    for (const char* sql : kMaxQueries) {
+        try {
+            SQLite::Statement m(*impl_->db, sql);
+            m.executeStep();
+            max_id = std::max(max_id, m.getColumn(0).getInt64());
+            found = true;
+            table_max_ok = table_max_ok || sql == kMaxQueries[0];
+        } catch (const SQLite::Exception& e) {
+            failure = e.what();
+        }
+    }
+    if (!found) {
+        throw StorageError("finding the largest record id of " + impl_->path +
+                               " (needed to skip unreadable records) failed: " + failure,
+                           false, SQLITE_CORRUPT);
+    }
+    // Without the table's own max(id), records may lie beyond the largest id the indexes know:
+    // walk on until a run of ids that are cleanly absent, or give up after a long run of
+    // failures (a damaged rightmost leaf fails every lookup past its first id).
+    constexpr int kCleanRun = 1000;
+    constexpr std::int64_t kFailedRun = 100'000;
+    int clean_run = 0;
+    std::int64_t failed_run = 0;
+    std::size_t visited = 0;
+    std::size_t skipped = 0;
+    SQLite::Statement q(*impl_->db, filter_sql(filter, true));
+    for (std::int64_t id = after + 1; id > after; ++id) {
+        if (id > max_id && (table_max_ok || clean_run >= kCleanRun || failed_run >= kFailedRun)) {
+            break;
+        }
+        if (filter.limit != 0 && visited_before + visited >= filter.limit) {
+            break;
+        }
+        std::optional<Record> r;
+        bool failed = false;
+        try {
+            q.reset();
+            q.clearBindings();
+            q.bind(":id", id);
+            bind_filter(q, filter);
+            if (q.executeStep()) {
+                r = detail::read_record(q);
+            }
+            q.reset();
+        } catch (const SQLite::Exception&) {
+            failed = true;
+        } catch (const StorageError&) {  // malformed headers
+            failed = true;
+        }
+        if (failed) {
+            q.tryReset();
+            clean_run = 0;
+            if (id <= max_id) {
+                ++skipped;
+            } else {
+                ++failed_run;
+            }
+            continue;
+        }
+        failed_run = 0;
+        clean_run = r ? 0 : clean_run + 1;
+        if (r) {
+            ++visited;
+            if (!visit(*r)) {
+                break;
+            }
+        }
+    }
+    if (!table_max_ok) {
+        ++skipped;  // the end of the table could not be read: more records may lie there
+    }
+    if (unreadable != nullptr) {
+        *unreadable += skipped;
+    }
+    return visited;
 }
 
 std::vector<Record> Admin::list(const RecordFilter& filter) {

@@ -260,6 +260,25 @@ TEST_F(CliBadFile, CorruptDatabaseFailsCheckAndReadsReportIt) {
         EXPECT_NE(r.err.find("corrupt"), std::string::npos) << r.err;
         EXPECT_EQ(count_lines(r.err), 1u) << r.err;
     }
+    // Salvage: what is readable is exported, the rest is counted; exit 1 all the same.
+    const RunResult salvage = run_outpost({"export", "--db", db(), "--skip-unreadable"});
+    EXPECT_EQ(salvage.exit_code, 1);
+    EXPECT_TRUE(one_error_line(salvage, "unreadable record ids"));
+    const auto lines = parse_lines(salvage.out);
+    EXPECT_GT(lines.size(), 50u) << "the undamaged first half is readable";
+    EXPECT_LT(lines.size(), 400u);
+    std::string expected_payload;  // base64 of 200 'p': "ppp" -> "cHBw" 66 times, "pp" -> "cHA="
+    for (int i = 0; i < 66; ++i)
+        expected_payload += "cHBw";
+    expected_payload += "cHA=";
+    std::set<std::int64_t> ids;
+    for (const json& l : lines) {
+        EXPECT_EQ(l["payload"], expected_payload);
+        EXPECT_EQ(l["topic"].get<std::string>().rfind("sensors/", 0), 0u);
+        ids.insert(l["id"].get<std::int64_t>());
+    }
+    EXPECT_EQ(ids.size(), lines.size());
+
     EXPECT_EQ(read_file(db()), before) << "reading a corrupt file must not change it";
 }
 
@@ -673,6 +692,12 @@ TEST_F(CliCommands, ExportJsonLinesWithBase64Payloads) {
     EXPECT_EQ(parse_lines(r.out).size(), 3u);
     r = run_outpost({"export", "--db", db(), "--state", "dead"});
     EXPECT_EQ(parse_lines(r.out).size(), 1u);
+
+    // On an undamaged file, salvage mode exports the same and exits 0.
+    const RunResult plain = run_outpost({"export", "--db", db()});
+    r = run_outpost({"export", "--db", db(), "--skip-unreadable"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(r.out, plain.out);
 }
 
 TEST_F(CliCommands, CheckCleanAndDamagedSchema) {

@@ -420,15 +420,26 @@ int run_export(const Common& common, const ExportArgs& args) {
     Admin admin = open_admin(common, true);
     RecordFilter filter;
     filter.state = state_filter(args.state);
-    admin.for_each(filter, [&](const Record& r) {
-        json line = record_json(r);
-        line["payload"] = base64_encode(payload_of(r));
-        std::cout << dump(line) << '\n';
-        return static_cast<bool>(std::cout);
-    });
+    filter.skip_unreadable = args.skip_unreadable;
+    std::size_t unreadable = 0;
+    admin.for_each(
+        filter,
+        [&](const Record& r) {
+            json line = record_json(r);
+            line["payload"] = base64_encode(payload_of(r));
+            std::cout << dump(line) << '\n';
+            return static_cast<bool>(std::cout);
+        },
+        &unreadable);
     std::cout.flush();
     if (!std::cout) {
         throw std::runtime_error("writing the export to stdout failed");
+    }
+    if (unreadable > 0) {
+        throw StorageError("export skipped " + std::to_string(unreadable) +
+                               " unreadable record ids or regions: " + common.db +
+                               " is corrupt (everything readable was written; see outpost check)",
+                           false, 0);
     }
     return kExitOk;
 }

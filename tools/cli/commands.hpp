@@ -76,6 +76,7 @@ struct PurgeArgs {
 
 struct ExportArgs {
     std::string state = "all";
+    bool skip_unreadable = false;
 };
 
 struct CheckArgs {

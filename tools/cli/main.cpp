@@ -231,6 +231,9 @@ int main(int argc, char** argv) {
         ->check(CLI::IsMember({"pending", "delivered", "dead", "expired", "all"}))
         ->type_name(kStates)
         ->capture_default_str();
+    exp->add_flag("--skip-unreadable", export_args.skip_unreadable,
+                  "On a corrupt file, skip the records that cannot be read and export the rest "
+                  "(slow: one lookup per id); exits 1 if any were skipped");
     exp->footer(
         "One JSON object a line, per record: every field (as in list --json) and \"payload\"\n"
         "in base64. Reads in short pages: safe on a live, large outbox.\n"
@@ -255,8 +258,8 @@ int main(int argc, char** argv) {
 #ifdef OUTPOST_CLI_HAVE_MQTT
                                         "Deliver the pending records to an MQTT broker, then exit"
 #else
-                                         "Unavailable: this outpost was built without MQTT support "
-                                         "(paho-mqtt-cpp)."
+                                        "Unavailable: this outpost was built without MQTT support "
+                                        "(paho-mqtt-cpp)."
 #endif
     );
     add_common(*sync, common);
