@@ -100,7 +100,7 @@ class Dispatcher {
     // first run_once().
     Dispatcher(Store& store, MessageBroker& broker, DispatcherOptions options = {},
                const Clock& clock = SystemClock::instance());
-    ~Dispatcher();  // stop(options.ack_timeout)
+    ~Dispatcher();  // stop() with its default deadline
     Dispatcher(const Dispatcher&) = delete;
     Dispatcher& operator=(const Dispatcher&) = delete;
 
@@ -109,6 +109,7 @@ class Dispatcher {
     void start();
     // Stops claiming, waits up to `deadline` for in-flight acknowledgements, writes what came
     // back, disconnects, releases the lease and joins the thread. Idempotent; never throws.
+    // The deadline is real time, whatever Clock the dispatcher was given.
     void stop(std::chrono::milliseconds deadline = std::chrono::seconds(5)) noexcept;
 
     // One step without a thread: connect if needed (one attempt, when due), apply completions,

@@ -725,7 +725,7 @@ Dispatcher::Dispatcher(Store& store, MessageBroker& broker, DispatcherOptions op
 }
 
 Dispatcher::~Dispatcher() {
-    stop(impl_->opt.ack_timeout);
+    stop();
     impl_->store.set_wake_handler({});
     impl_->broker.set_connection_handler({});
 }
