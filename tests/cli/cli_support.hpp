@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -41,6 +42,8 @@ struct RunOptions {
     std::optional<uid_t> uid;
     std::chrono::milliseconds timeout{std::chrono::seconds(60)};
     std::vector<std::string> env;  // extra NAME=VALUE entries
+    // Set to the child's pid once it runs (to signal it from another thread).
+    std::atomic<pid_t>* pid = nullptr;
 };
 
 inline std::string outpost_binary() {
@@ -83,6 +86,9 @@ inline RunResult run_outpost(const std::vector<std::string>& args, const RunOpti
         argv.push_back(nullptr);
         ::execv(bin.c_str(), argv.data());
         ::_exit(127);
+    }
+    if (o.pid != nullptr) {
+        o.pid->store(pid);
     }
     ::close(in[0]);
     ::close(out[1]);

@@ -3,6 +3,7 @@
 #include <linux/fs.h>
 #include <sys/ioctl.h>
 
+#include <atomic>
 #include <filesystem>
 #include <set>
 #include <thread>
@@ -140,7 +141,9 @@ std::vector<std::vector<std::string>> every_command(const std::string& db) {
         {"purge", "--db", db, "--state", "dead", "--dry-run"},
         {"export", "--db", db},
         {"check", "--db", db},
+#ifdef OUTPOST_CLI_HAVE_MQTT
         {"sync", "--db", db, "--broker", "tcp://127.0.0.1:1", "--timeout", "1s"},
+#endif
     };
 }
 
@@ -774,6 +777,45 @@ TEST_F(CliCommands, GivesUpOnABusyFileWithATransientError) {
     EXPECT_TRUE(one_error_line(r, "locked"));
 }
 
+TEST_F(CliCommands, EveryCommandWorksWhileTheAppKeepsWriting) {
+    // The app commits small transactions non-stop; no command may fail with "locked".
+    std::atomic<bool> stop{false};
+    std::atomic<int> app_commits{0};
+    std::thread app([&] {
+        SQLite::Database conn(db(), SQLite::OPEN_READWRITE);
+        Outbox outbox(conn);
+        while (!stop) {
+            SQLite::Transaction tx(conn);
+            for (int i = 0; i < 20; ++i) {
+                outbox.add(Message::text("live/" + std::to_string(i), std::string(100, 'x')));
+            }
+            tx.commit();
+            ++app_commits;
+            std::this_thread::sleep_for(milliseconds(2));
+        }
+    });
+    const std::vector<std::vector<std::string>> commands = {
+        {"stats", "--db", db()},
+        {"list", "--db", db(), "--limit", "0"},
+        {"show", "--db", db(), std::to_string(ids_[0])},
+        {"export", "--db", db()},
+        {"add", "--db", db(), "--topic", "t", "--payload", "x"},
+        {"retry", "--db", db(), "--all-dead"},
+        {"purge", "--db", db(), "--state", "expired"},
+        {"check", "--db", db(), "--quick"},
+    };
+    for (int round = 0; round < 2; ++round) {
+        for (const auto& args : commands) {
+            SCOPED_TRACE(joined(args));
+            const RunResult r = run_outpost(args);
+            EXPECT_EQ(r.exit_code, 0) << r.err;
+        }
+    }
+    stop = true;
+    app.join();
+    EXPECT_GT(app_commits.load(), 0);
+}
+
 TEST_F(CliCommands, ReadsWhileTheAppHoldsTheWriteLock) {
     // WAL: readers never wait for the writer.
     SQLite::Database app(db(), SQLite::OPEN_READWRITE);
@@ -783,6 +825,16 @@ TEST_F(CliCommands, ReadsWhileTheAppHoldsTheWriteLock) {
     app.exec("ROLLBACK");
     EXPECT_EQ(r.exit_code, 0) << r.err;
 }
+
+#ifndef OUTPOST_CLI_HAVE_MQTT
+TEST_F(CliCommands, SyncSaysItIsUnavailableWithoutMqtt) {
+    const RunResult r =
+        run_outpost({"sync", "--db", db(), "--broker", "tcp://127.0.0.1:1", "--timeout", "1s"});
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_TRUE(one_error_line(r, "sync is unavailable"));
+    EXPECT_EQ(counts().pending, 3u);
+}
+#endif
 
 }  // namespace
 }  // namespace outpost::testing

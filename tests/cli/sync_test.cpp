@@ -94,6 +94,36 @@ TEST_F(CliSync, UnreachableBrokerTimesOutWithExitThree) {
     EXPECT_LT(took, 20s);
 }
 
+TEST_F(CliSync, InterruptStopsCleanlyAndReleasesTheLease) {
+    add_many(10);
+    const std::string uri = "tcp://127.0.0.1:" + std::to_string(free_loopback_port());
+    std::atomic<pid_t> pid{0};
+    RunOptions o;
+    o.pid = &pid;
+    RunResult r;
+    std::thread sync([&] {
+        r = run_outpost({"sync", "--db", db(), "--broker", uri, "--timeout", "60s"}, o);
+    });
+    // Wait until it holds the lease (it is then inside the dispatch loop), then interrupt it.
+    const auto give_up = std::chrono::steady_clock::now() + 20s;
+    for (;;) {
+        const auto lease = Admin(db()).lease();
+        if ((lease && lease->blocks_new_dispatcher()) ||
+            std::chrono::steady_clock::now() > give_up) {
+            break;
+        }
+        std::this_thread::sleep_for(50ms);
+    }
+    ASSERT_NE(pid.load(), 0);
+    ::kill(pid.load(), SIGINT);
+    sync.join();
+    EXPECT_EQ(r.exit_code, 1) << r.err;
+    EXPECT_NE(r.err.find("interrupted"), std::string::npos) << r.err;
+    EXPECT_EQ(counts().pending, 10u);
+    const auto lease = Admin(db()).lease();
+    EXPECT_TRUE(!lease || !lease->blocks_new_dispatcher()) << "the lease must be released";
+}
+
 TEST_F(CliSync, RefusesWhileAnotherDispatcherHoldsTheLease) {
     Mosquitto broker;
     add_many(5);
