@@ -100,6 +100,10 @@ TEST_F(CliUsage, BadArgumentsExitTwoWithOneLine) {
         {"sync", "--db", db()},  // no --broker
         {"sync", "--db", db(), "--broker", "tcp://127.0.0.1:1", "--mqtt-version", "4"},
         {"sync", "--db", db(), "--broker", "tcp://127.0.0.1:1", "--timeout", "soon"},
+#ifdef OUTPOST_CLI_HAVE_MQTT
+        {"sync", "--db", db(), "--broker", "127.0.0.1:1883"},                    // no scheme
+        {"sync", "--db", db(), "--broker", "tcp://h:1", "--key-file", "k.pem"},  // no cert
+#endif
         {"--config", dir_.file("missing.toml"), "stats", "--db", db()},
         {"--config", cfg, "sync", "--db", db(), "--broker", "tcp://127.0.0.1:1"},
     };

@@ -251,7 +251,9 @@ int run_list(const Common& common, const ListArgs& args) {
                  {"TRIES", true},
                  {"AGE", true},
                  {"LAST ERROR"}});
+    std::int64_t last_id = 0;
     admin.for_each(filter, [&](const Record& r) {
+        last_id = r.id;
         table.add({std::to_string(r.id), to_string(r.state),
                    truncate(one_line(r.message.topic), 48),
                    r.message.key ? truncate(one_line(*r.message.key), 24) : "-",
@@ -262,8 +264,12 @@ int run_list(const Common& common, const ListArgs& args) {
     });
     if (table.empty()) {
         std::cout << "no records\n";
-    } else {
-        table.print(std::cout);
+        return kExitOk;
+    }
+    table.print(std::cout);
+    if (args.limit != 0 && table.size() == args.limit) {
+        std::cout << "(" << args.limit << " records shown, there may be more: --after " << last_id
+                  << " for the next ones, --limit 0 for all)\n";
     }
     return kExitOk;
 }

@@ -11,11 +11,14 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <cstring>
 #include <fstream>
 #include <iostream>
+#include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <regex>
 #include <string>
 #include <vector>
 
@@ -102,6 +105,24 @@ std::string scrub(std::string text, const std::vector<std::string>& uris,
     }
     if (password) {
         replace_all(*password, "***");
+    }
+    return text;
+}
+
+// The library's field names in an InvalidConfig message, replaced by the options that set them.
+std::string option_names(std::string text) {
+    static const std::regex kServer(R"(MqttOptions\.servers\[\d+\])");
+    text = std::regex_replace(text, kServer, "--broker");
+    static const std::pair<const char*, const char*> kFields[] = {
+        {"MqttOptions.tls.ca_file", "--ca-file"},    {"MqttOptions.tls.cert_file", "--cert-file"},
+        {"MqttOptions.tls.key_file", "--key-file"},  {"tls.cert_file", "--cert-file"},
+        {"MqttOptions.client_id", "--client-id"},    {"MqttOptions.username", "--username"},
+        {"MqttOptions.password", "--password-file"}, {"MqttOptions.servers", "--broker"},
+    };
+    for (const auto& [field, option] : kFields) {
+        for (std::size_t at = text.find(field); at != std::string::npos; at = text.find(field)) {
+            text.replace(at, std::strlen(field), option);
+        }
     }
     return text;
 }
@@ -214,6 +235,36 @@ int run_sync(const Common& common, const SyncArgs& args) {
     const Ms timeout = parse_duration(args.timeout);
     const auto deadline = Clock::now() + timeout;
 
+    MqttOptions mqtt;
+    mqtt.servers = args.brokers;
+    mqtt.client_id = args.client_id.empty()
+                         ? "outpost-sync-" + host_name() + "-" + std::to_string(::getpid())
+                         : args.client_id;
+    mqtt.version = args.mqtt_version == 3 ? MqttVersion::v3_1_1 : MqttVersion::v5;
+    mqtt.username = args.username;
+    if (args.password_file) {
+        mqtt.password = read_password(*args.password_file);
+    }
+    if (args.ca_file) {
+        mqtt.tls.ca_file = *args.ca_file;
+    }
+    if (args.cert_file) {
+        mqtt.tls.cert_file = *args.cert_file;
+    }
+    if (args.key_file) {
+        mqtt.tls.key_file = *args.key_file;
+    }
+    mqtt.connect_timeout = std::clamp(timeout, Ms(1000), Ms(10'000));
+    // Bad broker options (a malformed URI, a key file without a certificate) are usage errors,
+    // found before the file is opened. Nothing touches the network yet.
+    std::unique_ptr<MqttBroker> broker_owner;
+    try {
+        broker_owner = std::make_unique<MqttBroker>(mqtt);
+    } catch (const InvalidConfig& e) {
+        throw UsageError("sync: " + option_names(scrub(e.what(), args.brokers, mqtt.password)));
+    }
+    MqttBroker& broker = *broker_owner;
+
     // The file and the lease first, read-only, before any network traffic: connecting first
     // could take over the MQTT session of a live dispatcher that uses the same client id.
     Admin admin(common.db, admin_options(common, true));
@@ -227,26 +278,8 @@ int run_sync(const Common& common, const SyncArgs& args) {
                         format_duration(Ms(lease->holder.expires_at - now)) + ", then retry");
     }
     const std::uint64_t initial_pending = admin.count(RecordState::pending);
-    Progress progress(progress_mode(common, args), initial_pending);
 
-    MqttOptions mqtt;
-    mqtt.servers = args.brokers;
-    mqtt.client_id = args.client_id.empty()
-                         ? "outpost-sync-" + host_name() + "-" + std::to_string(::getpid())
-                         : args.client_id;
-    mqtt.version = args.mqtt_version == 3 ? MqttVersion::v3_1_1 : MqttVersion::v5;
-    mqtt.username = args.username;
-    if (args.password_file) {
-        mqtt.password = read_password(*args.password_file);
-    }
-    if (args.ca_file)
-        mqtt.tls.ca_file = *args.ca_file;
-    if (args.cert_file)
-        mqtt.tls.cert_file = *args.cert_file;
-    if (args.key_file)
-        mqtt.tls.key_file = *args.key_file;
-    mqtt.connect_timeout = std::clamp(timeout, Ms(1000), Ms(10'000));
-    MqttBroker broker(mqtt);
+    Progress progress(progress_mode(common, args), initial_pending);
 
     if (initial_pending == 0) {
         // Nothing to send: no connection, no lease taken.

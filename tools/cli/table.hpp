@@ -20,6 +20,7 @@ class Table {
     // Adds a row; missing cells are empty, extra cells are an error (std::invalid_argument).
     void add(std::vector<std::string> cells);
     bool empty() const noexcept { return rows_.empty(); }
+    std::size_t size() const noexcept { return rows_.size(); }
     // Writes the title line and the rows.
     void print(std::ostream& out) const;
 
