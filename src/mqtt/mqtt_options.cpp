@@ -1,0 +1,135 @@
+// MqttOptions::validate(): every rule names the field it checks, so a config error reads as one.
+#include <string>
+#include <string_view>
+
+#include "outpost/error.hpp"
+#include "outpost/mqtt_broker.hpp"
+
+namespace outpost {
+
+namespace {
+
+constexpr std::size_t kMaxMqttString = 65535;
+
+[[noreturn]] void invalid(const std::string& field, const std::string& why) {
+    throw InvalidConfig("MqttOptions." + field + ": " + why);
+}
+
+// Structural UTF-8 check (lead and continuation bytes, no NUL): enough to catch a binary string
+// before paho refuses it later with a less helpful message.
+bool plain_utf8(std::string_view s) {
+    std::size_t i = 0;
+    while (i < s.size()) {
+        const auto c = static_cast<unsigned char>(s[i]);
+        std::size_t len = 0;
+        if (c == 0) {
+            return false;
+        } else if (c < 0x80) {
+            len = 1;
+        } else if (c >= 0xC2 && c <= 0xDF) {
+            len = 2;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            len = 3;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            len = 4;
+        } else {
+            return false;
+        }
+        if (i + len > s.size()) {
+            return false;
+        }
+        for (std::size_t k = 1; k < len; ++k) {
+            if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) {
+                return false;
+            }
+        }
+        i += len;
+    }
+    return true;
+}
+
+void check_mqtt_string(const std::string& field, const std::string& value) {
+    if (value.size() > kMaxMqttString) {
+        invalid(field, "longer than 65,535 bytes");
+    }
+    if (!plain_utf8(value)) {
+        invalid(field, "not valid UTF-8 (or contains NUL)");
+    }
+}
+
+void check_server(const std::string& field, const std::string& uri) {
+    static constexpr std::string_view kSchemes[] = {"tcp://",   "mqtt://", "ssl://",
+                                                    "mqtts://", "ws://",   "wss://"};
+    for (auto scheme : kSchemes) {
+        if (uri.starts_with(scheme)) {
+            std::string_view rest = std::string_view(uri).substr(scheme.size());
+            if (rest.empty() || rest.front() == ':' || rest.front() == '/') {
+                invalid(field, "\"" + uri + "\" has no host");
+            }
+            if (rest.find_first_of(" \t\r\n") != std::string_view::npos) {
+                invalid(field, "\"" + uri + "\" contains white space");
+            }
+            return;
+        }
+    }
+    invalid(field,
+            "\"" + uri + "\" must start with tcp://, mqtt://, ssl://, mqtts://, ws:// or wss://");
+}
+
+}  // namespace
+
+void MqttOptions::validate() const {
+    if (servers.empty()) {
+        invalid("servers", "at least one server URI is required");
+    }
+    for (std::size_t i = 0; i < servers.size(); ++i) {
+        check_server("servers[" + std::to_string(i) + "]", servers[i]);
+    }
+    if (client_id.empty()) {
+        invalid("client_id", "required (unique per device)");
+    }
+    check_mqtt_string("client_id", client_id);
+    if (version != MqttVersion::v3_1_1 && version != MqttVersion::v5) {
+        invalid("version", "must be MqttVersion::v3_1_1 or MqttVersion::v5");
+    }
+    if (keepalive.count() < 0 || keepalive.count() > 65535) {
+        invalid("keepalive", "must be 0 (off) or 1 s .. 65,535 s");
+    }
+    if (username) {
+        check_mqtt_string("username", *username);
+    }
+    if (password) {
+        if (password->size() > kMaxMqttString) {
+            invalid("password", "longer than 65,535 bytes");
+        }
+        if (!username && version == MqttVersion::v3_1_1) {
+            invalid("password", "MQTT 3.1.1 forbids a password without a user name");
+        }
+    }
+    if (!tls.key_file.empty() && tls.cert_file.empty()) {
+        invalid("tls.key_file", "set without tls.cert_file");
+    }
+    if (!tls.key_password.empty() && tls.key_file.empty() && tls.cert_file.empty()) {
+        invalid("tls.key_password", "set without a key (tls.key_file or tls.cert_file)");
+    }
+    if (connect_timeout < std::chrono::seconds(1)) {
+        invalid("connect_timeout", "must be at least 1 s");
+    }
+    if (connect_timeout > std::chrono::hours(1)) {
+        invalid("connect_timeout", "must be at most 1 hour");
+    }
+    if (will) {
+        if (will->topic.empty()) {
+            invalid("will.topic", "required when a will is set");
+        }
+        check_mqtt_string("will.topic", will->topic);
+        if (will->topic.find_first_of("+#") != std::string::npos) {
+            invalid("will.topic", "must not contain the wildcards '+' or '#'");
+        }
+        if (will->qos < 0 || will->qos > 2) {
+            invalid("will.qos", "must be 0, 1 or 2");
+        }
+    }
+}
+
+}  // namespace outpost
