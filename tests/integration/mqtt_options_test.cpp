@@ -1,0 +1,179 @@
+// MqttOptions::validate() and the reason-code mapping: no broker needed.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "outpost/error.hpp"
+#include "outpost/mqtt_broker.hpp"
+#include "reason_codes.hpp"
+
+namespace outpost {
+namespace {
+
+MqttOptions valid() {
+    MqttOptions o;
+    o.servers = {"tcp://127.0.0.1:1883"};
+    o.client_id = "device-1";
+    return o;
+}
+
+// Expects validate() to throw InvalidConfig whose text names `field`.
+void expect_invalid(const MqttOptions& o, const std::string& field) {
+    try {
+        o.validate();
+        ADD_FAILURE() << "no InvalidConfig for " << field;
+    } catch (const InvalidConfig& e) {
+        EXPECT_NE(std::string(e.what()).find("MqttOptions." + field), std::string::npos)
+            << e.what();
+        EXPECT_FALSE(e.transient());
+    }
+}
+
+TEST(MqttOptions, DefaultsWithServerAndClientIdAreValid) {
+    MqttOptions o = valid();
+    EXPECT_NO_THROW(o.validate());
+    EXPECT_EQ(o.version, MqttVersion::v5);
+    EXPECT_TRUE(o.clean_start);
+    EXPECT_FALSE(o.tls.insecure);
+    EXPECT_EQ(o.keepalive, std::chrono::seconds(30));
+    EXPECT_EQ(o.connect_timeout, std::chrono::seconds(10));
+    EXPECT_FALSE(o.will.has_value());
+}
+
+TEST(MqttOptions, EachRuleNamesItsField) {
+    {
+        MqttOptions o = valid();
+        o.servers.clear();
+        expect_invalid(o, "servers");
+    }
+    {
+        MqttOptions o = valid();
+        o.servers.push_back("http://example.com");
+        expect_invalid(o, "servers[1]");
+    }
+    {
+        MqttOptions o = valid();
+        o.servers = {"tcp://:1883"};
+        expect_invalid(o, "servers[0]");
+    }
+    {
+        MqttOptions o = valid();
+        o.client_id.clear();
+        expect_invalid(o, "client_id");
+    }
+    {
+        MqttOptions o = valid();
+        o.client_id = std::string("a\0b", 3);
+        expect_invalid(o, "client_id");
+    }
+    {
+        MqttOptions o = valid();
+        o.keepalive = std::chrono::seconds(70000);
+        expect_invalid(o, "keepalive");
+    }
+    {
+        MqttOptions o = valid();
+        o.version = MqttVersion::v3_1_1;
+        o.password = "secret";
+        expect_invalid(o, "password");
+    }
+    {
+        MqttOptions o = valid();
+        o.tls.key_file = "/tmp/key.pem";
+        expect_invalid(o, "tls.key_file");
+    }
+    {
+        MqttOptions o = valid();
+        o.connect_timeout = std::chrono::milliseconds(200);
+        expect_invalid(o, "connect_timeout");
+    }
+    {
+        MqttOptions o = valid();
+        o.will = MqttWill{"", "bye", 1, false};
+        expect_invalid(o, "will.topic");
+    }
+    {
+        MqttOptions o = valid();
+        o.will = MqttWill{"devices/+/status", "bye", 1, false};
+        expect_invalid(o, "will.topic");
+    }
+    {
+        MqttOptions o = valid();
+        o.will = MqttWill{"devices/1/status", "bye", 3, false};
+        expect_invalid(o, "will.qos");
+    }
+}
+
+TEST(MqttOptions, PasswordWithoutUserIsFineOnMqtt5) {
+    MqttOptions o = valid();
+    o.password = "token";
+    EXPECT_NO_THROW(o.validate());
+}
+
+TEST(MqttOptions, BrokerConstructorValidates) {
+    MqttOptions o = valid();
+    o.client_id.clear();
+    EXPECT_THROW(MqttBroker broker(o), InvalidConfig);
+}
+
+TEST(MqttReasonCodes, RejectionsArePermanentOnlyWhereRetryCannotHelp) {
+    using mqtt_detail::rejection;
+    for (int code : {0x87, 0x90, 0x95, 0x99}) {
+        const auto r = rejection(code, "PUBACK");
+        EXPECT_EQ(r.status, PublishResult::Status::rejected);
+        EXPECT_TRUE(r.permanent) << std::hex << code;
+        EXPECT_EQ(r.reason_code, code);
+    }
+    for (int code : {0x80, 0x83, 0x89, 0x91, 0x97}) {
+        const auto r = rejection(code, "PUBACK");
+        EXPECT_FALSE(r.permanent) << std::hex << code;
+    }
+    EXPECT_EQ(rejection(0x87, "PUBACK").reason, "PUBACK reason 0x87 not authorized");
+    EXPECT_EQ(rejection(0x97, "PUBREC").reason, "PUBREC reason 0x97 quota exceeded");
+}
+
+TEST(MqttReasonCodes, ConnackClassification) {
+    using mqtt_detail::classify_connack;
+    EXPECT_FALSE(classify_connack(4, false).transient);
+    EXPECT_FALSE(classify_connack(5, false).transient);
+    EXPECT_TRUE(classify_connack(3, false).transient);
+    EXPECT_FALSE(classify_connack(0x86, true).transient);
+    EXPECT_FALSE(classify_connack(0x87, true).transient);
+    EXPECT_FALSE(classify_connack(0x8A, true).transient);
+    EXPECT_TRUE(classify_connack(0x89, true).transient);
+    EXPECT_TRUE(classify_connack(0x9F, true).transient);
+    EXPECT_NE(classify_connack(0x87, true).reason.find("0x87 not authorized"), std::string::npos);
+}
+
+TEST(MqttReasonCodes, PahoPublishFailuresSplitIntoLostAndRejected) {
+    using mqtt_detail::publish_failure;
+    for (int rc : {-1, -3, -11}) {
+        EXPECT_EQ(publish_failure(rc, "", "tcp://h:1").status,
+                  PublishResult::Status::connection_lost)
+            << rc;
+    }
+    const auto bad = publish_failure(-5, "bad UTF-8", "tcp://h:1");
+    EXPECT_EQ(bad.status, PublishResult::Status::rejected);
+    EXPECT_TRUE(bad.permanent);
+}
+
+TEST(MqttReasonCodes, TlsVerificationFailureIsNotTransient) {
+    using mqtt_detail::classify_connect_error;
+    const auto verify = classify_connect_error(
+        -1, "TCP/TLS connect failure",
+        "error:0A000086:SSL routines:tls_post_process_server_certificate:certificate verify "
+        "failed");
+    EXPECT_FALSE(verify.transient);
+    EXPECT_NE(verify.reason.find("certificate verify failed"), std::string::npos);
+    EXPECT_TRUE(classify_connect_error(-1, "TCP/TLS connect failure", "").transient);
+    EXPECT_FALSE(classify_connect_error(-14, "bad protocol", "").transient);
+}
+
+TEST(MqttReasonCodes, Names) {
+    EXPECT_STREQ(mqtt_reason_name(0x87), "not authorized");
+    EXPECT_STREQ(mqtt_reason_name(0x97), "quota exceeded");
+    EXPECT_STREQ(mqtt_reason_name(0x42), "unknown");
+}
+
+}  // namespace
+}  // namespace outpost
