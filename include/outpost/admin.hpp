@@ -113,7 +113,7 @@ class Admin {
     // Counts, sizes, top `top_topics` topics, lease holder. Each figure comes from its own short
     // read, so figures may differ by what committed in between.
     AdminStats stats(std::size_t top_topics = 10);
-    // Counts by state alone (one read, a scan of the whole table).
+    // Counts by state alone (stats() without the topics; a scan of the whole table).
     StoreCounts counts();
     // Records in `state` (one read; uses the partial indexes, so it is cheap enough to poll).
     std::uint64_t count(RecordState state);

@@ -207,36 +207,7 @@ int Admin::schema_version() const noexcept {
 }
 
 StoreCounts Admin::counts() {
-    AdminStats s;
-    try {
-        SQLite::Statement q(*impl_->db,
-                            "SELECT state, count(*), coalesce(sum(length(payload)), 0), "
-                            "min(created_at) FROM outpost_records GROUP BY state");
-        while (q.executeStep()) {
-            const int state = q.getColumn(0).getInt();
-            const auto n = static_cast<std::uint64_t>(q.getColumn(1).getInt64());
-            const auto bytes = static_cast<std::uint64_t>(q.getColumn(2).getInt64());
-            switch (static_cast<RecordState>(state)) {
-                case RecordState::pending:
-                    s.counts.pending = n;
-                    s.counts.pending_bytes = bytes;
-                    s.counts.oldest_pending_at = q.getColumn(3).getInt64();
-                    break;
-                case RecordState::delivered:
-                    s.counts.delivered = n;
-                    break;
-                case RecordState::dead:
-                    s.counts.dead = n;
-                    break;
-                case RecordState::expired:
-                    s.counts.expired = n;
-                    break;
-            }
-        }
-    } catch (const SQLite::Exception& e) {
-        detail::rethrow_sqlite(e, "counting records in " + impl_->path);
-    }
-    return s.counts;
+    return stats(0).counts;
 }
 
 std::uint64_t Admin::count(RecordState state) {

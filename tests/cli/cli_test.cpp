@@ -506,6 +506,10 @@ TEST_F(CliCommands, ListPagesBeyondOnePage) {
     EXPECT_EQ(seen.size(), 1234u);
     EXPECT_EQ(parse_json(run_outpost({"list", "--db", db(), "--json"}).out).size(), 100u)
         << "default limit";
+    const RunResult human = run_outpost({"list", "--db", db(), "--limit", "5"});
+    EXPECT_EQ(count_lines(human.out), 7u) << human.out;  // title, 5 rows, the hint
+    EXPECT_NE(human.out.find("--after " + std::to_string(ids_[4]) + " "), std::string::npos)
+        << human.out;
 }
 
 TEST_F(CliCommands, ShowTextBinaryAndMissing) {
