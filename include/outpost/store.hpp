@@ -68,8 +68,9 @@ class Store {
     // next_attempt_at or expires_at lie in the future or past: the dispatcher decides.
     virtual std::vector<PendingRef> scan_pending(const DispatchCursor& after,
                                                  std::size_t limit) = 0;
-    // The whole record, or std::nullopt when it no longer exists or is no longer pending.
-    virtual std::optional<Record> load_pending(std::int64_t id) = 0;
+    // The whole records of `ids` that are still pending, in the order of `ids` (one read
+    // transaction for all of them).
+    virtual std::vector<Record> load_pending(const std::vector<std::int64_t>& ids) = 0;
     // Writes all outcomes in one transaction (BEGIN IMMEDIATE). With `keep_delivered` false,
     // delivered records are deleted at once; otherwise they are marked delivered with done_at.
     virtual void apply(const std::vector<Outcome>& outcomes, bool keep_delivered) = 0;

@@ -115,6 +115,8 @@ struct Dispatcher::Impl {
     std::condition_variable cv;        // wakes the loop
     std::condition_variable drain_cv;  // wakes drain()
     std::vector<Completion> completions;
+    std::size_t outstanding = 0;   // handed to the broker, no completion queued yet
+    bool completions_due = false;  // enough completions queued to be worth a step
     bool wake_flag = true;
     bool stop_flag = false;
     bool conn_event = false;
@@ -187,14 +189,23 @@ struct Dispatcher::Impl {
 
     // Called from broker threads.
     void complete(std::int64_t id, std::uint64_t s, const PublishResult& r) {
-        bool first;
+        bool wake;
         {
             std::lock_guard lock(mutex);
-            first = completions.empty();
             completions.push_back({id, s, r});
+            if (outstanding > 0) {  // a late answer to a given-up publish may come after a reset
+                --outstanding;
+            }
+            // Wake the loop once a quarter of what is out has come back (or the last of it):
+            // it then refills a quarter of the window at once instead of ping-ponging one
+            // message at a time, while the rest of the window keeps the broker busy. A single
+            // message in flight (the latency case) wakes it at once.
+            const std::size_t n = completions.size();
+            wake = outstanding == 0 || n >= std::max<std::size_t>(1, (outstanding + n) / 4);
+            completions_due = completions_due || wake;
         }
-        if (first) {
-            cv.notify_one();  // later ones ride along: the loop takes them all at once
+        if (wake) {
+            cv.notify_one();
         }
     }
 
@@ -262,6 +273,7 @@ struct Dispatcher::Impl {
         sent = 0;
         reset_scan();
         std::lock_guard lock(mutex);
+        outstanding = 0;
         stats.connection_losses += dropped;
     }
 
@@ -337,17 +349,22 @@ struct Dispatcher::Impl {
     }
 
     // Publishes what the window allows; returns how many publishes were made.
-    std::size_t publish_due(std::vector<Outcome>& expired) {
+    std::size_t publish_due() {
         std::size_t made = 0;
         const std::int64_t now = clock.wall_ms();
+        std::vector<std::pair<std::int64_t, std::optional<std::string>>> chosen;
+        std::vector<std::int64_t> ids;
         while (sent < opt.window && !at_end) {
-            const std::size_t want = std::max<std::size_t>(opt.window - sent, 16);
+            const std::size_t room = opt.window - sent;
+            const std::size_t want = std::max<std::size_t>(room, 16);
             const std::vector<PendingRef> refs = store.scan_pending(cursor, want);
             if (refs.size() < want) {
                 at_end = true;
             }
+            chosen.clear();
+            ids.clear();
             for (const PendingRef& r : refs) {
-                if (sent >= opt.window) {
+                if (chosen.size() >= room) {
                     at_end = false;  // more may follow; come back from here
                     break;
                 }
@@ -356,9 +373,12 @@ struct Dispatcher::Impl {
                     continue;
                 }
                 if (r.expires_at && *r.expires_at <= now) {
-                    expired.push_back({Outcome::Kind::expired, r.id, r.attempts, 0,
-                                       "ttl passed before delivery", now});
-                    flights[r.id] = Flight{0, std::nullopt, r.attempts, {}, expired.back()};
+                    flights[r.id] = Flight{0,
+                                           std::nullopt,
+                                           r.attempts,
+                                           {},
+                                           Outcome{Outcome::Kind::expired, r.id, r.attempts, 0,
+                                                   "ttl passed before delivery", now}};
                     continue;
                 }
                 if (r.next_attempt_at > now) {
@@ -372,17 +392,34 @@ struct Dispatcher::Impl {
                 if (key_blocked(r.key)) {
                     continue;
                 }
-                std::optional<Record> rec = store.load_pending(r.id);
-                if (!rec) {
-                    continue;  // removed meanwhile (purged by hand)
+                if (r.key) {
+                    busy_keys.insert(*r.key);  // one per key within this batch too
                 }
-                if (!send(*rec)) {
+                chosen.emplace_back(r.id, r.key);
+                ids.push_back(r.id);
+            }
+            // Records removed meanwhile (purged by hand) simply do not come back.
+            for (const Record& rec : store.load_pending(ids)) {
+                if (!send(rec)) {
+                    release_unsent(chosen);
                     return made;  // the connection went down under us
                 }
                 ++made;
             }
+            release_unsent(chosen);
         }
         return made;
+    }
+
+    // Frees the keys reserved for chosen records that did not go into flight (removed
+    // meanwhile, or the connection went down first).
+    void release_unsent(
+        const std::vector<std::pair<std::int64_t, std::optional<std::string>>>& chosen) {
+        for (const auto& [id, key] : chosen) {
+            if (key && flights.count(id) == 0) {
+                busy_keys.erase(*key);
+            }
+        }
     }
 
     // Hands one record to the broker. False when the broker refused because it is not connected.
@@ -394,6 +431,11 @@ struct Dispatcher::Impl {
             busy_keys.insert(*f.key);
         }
         ++sent;
+        {
+            std::lock_guard lock(mutex);
+            ++outstanding;
+            ++stats.published;
+        }
         try {
             broker.publish(rec,
                            [this, id = rec.id, s](const PublishResult& r) { complete(id, s, r); });
@@ -402,8 +444,6 @@ struct Dispatcher::Impl {
             complete(rec.id, s, PublishResult::lost(e.what()));
             return false;
         }
-        std::lock_guard lock(mutex);
-        ++stats.published;
         return true;
     }
 
@@ -425,6 +465,7 @@ struct Dispatcher::Impl {
         {
             std::lock_guard lock(mutex);
             done.swap(completions);
+            completions_due = false;
         }
         std::size_t decided = 0;
         for (const Completion& c : done) {
@@ -608,12 +649,13 @@ struct Dispatcher::Impl {
             const bool connected = ensure_connected();
             work += collect(connected);
             housekeeping();
-            std::vector<Outcome> expired;
+            // Publish first, then write: the broker works on the next publishes while the
+            // outcomes of the last ones go to disk. Decided records stay in `flights` until
+            // written, so the scan cannot pick them again meanwhile.
             if (connected) {
-                work += publish_due(expired);
+                work += publish_due();
             }
-            write_outcomes();
-            work += expired.size();
+            work += write_outcomes();
             if (sent == 0 && flights.empty() && (at_end || !connected) && !store.has_pending()) {
                 std::lock_guard lock(mutex);
                 idle_at_step = steps_started;
@@ -667,7 +709,7 @@ struct Dispatcher::Impl {
             const auto wait = deadline - clock.now();
             if (wait > Clock::duration::zero()) {
                 cv.wait_for(lock, wait, [this] {
-                    return stop_flag || wake_flag || !completions.empty() || conn_event;
+                    return stop_flag || wake_flag || completions_due || conn_event;
                 });
             }
             conn_event = false;
@@ -705,6 +747,7 @@ struct Dispatcher::Impl {
             lease_held = false;
         }
         std::lock_guard lock(mutex);
+        outstanding = 0;
         stats.connected = false;
         stats.in_flight = 0;
     }

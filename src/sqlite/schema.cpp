@@ -25,7 +25,9 @@ CREATE TABLE IF NOT EXISTS outpost_meta (
     value TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE outpost_records (
-    id              INTEGER PRIMARY KEY,
+    -- AUTOINCREMENT: an id is never reused after its record is deleted, so an id seen in a log
+    -- or an event always names the same message.
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
     uid             TEXT    NOT NULL,
     state           INTEGER NOT NULL DEFAULT 0,
     topic           TEXT    NOT NULL,

@@ -163,20 +163,31 @@ std::vector<PendingRef> SqliteStore::scan_pending(const DispatchCursor& after, s
     return out;
 }
 
-std::optional<Record> SqliteStore::load_pending(std::int64_t id) {
+std::vector<Record> SqliteStore::load_pending(const std::vector<std::int64_t>& ids) {
     Impl& s = *impl_;
+    std::vector<Record> out;
+    out.reserve(ids.size());
     try {
-        s.load.bind(1, id);
-        std::optional<Record> r;
-        if (s.load.executeStep()) {
-            r = detail::read_record(s.load);
+        // One read transaction for the batch: each statement outside a transaction would take
+        // and drop the WAL read lock (fcntl calls) on its own.
+        s.db.exec("BEGIN");
+        for (std::int64_t id : ids) {
+            s.load.bind(1, id);
+            if (s.load.executeStep()) {
+                out.push_back(detail::read_record(s.load));
+            }
+            s.load.reset();
         }
-        s.load.reset();
-        return r;
+        s.db.exec("COMMIT");
     } catch (const SQLite::Exception& e) {
         s.load.reset();
-        detail::rethrow_sqlite(e, "loading record " + std::to_string(id));
+        try {
+            s.db.exec("ROLLBACK");
+        } catch (const SQLite::Exception&) {
+        }
+        detail::rethrow_sqlite(e, "loading pending records");
     }
+    return out;
 }
 
 void SqliteStore::apply(const std::vector<Outcome>& outcomes, bool keep_delivered) {

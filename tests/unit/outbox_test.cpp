@@ -109,8 +109,9 @@ TEST_F(OutboxTest, StoresEveryFieldOfTheMessage) {
     m.headers = {{"unit", "°C"}, {"empty", ""}};
     m.content_type = "application/octet-stream";
     const std::int64_t id = outbox_.add(m);
-    const std::optional<Record> r = store().load_pending(id);
-    ASSERT_TRUE(r);
+    const std::vector<Record> loaded = store().load_pending({id});
+    ASSERT_EQ(loaded.size(), 1u);
+    const Record* r = &loaded[0];
     EXPECT_EQ(r->message, m);
     EXPECT_EQ(r->state, RecordState::pending);
     EXPECT_EQ(r->created_at, clock_.wall_ms());
