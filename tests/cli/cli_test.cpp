@@ -752,6 +752,21 @@ TEST_F(CliCommands, ReadCommandsNeverModifyTheFile) {
     EXPECT_EQ(std::filesystem::last_write_time(db()), mtime);
 }
 
+TEST_F(CliCommands, ConfigFileBeforeOrAfterTheCommand) {
+    const std::string cfg = dir_.file("outpost.toml");
+    write_file(cfg, "[stats]\ntop = 1\njson = true\n");
+    for (const auto& args : std::vector<std::vector<std::string>>{
+             {"--config", cfg, "stats", "--db", db()}, {"stats", "--db", db(), "--config", cfg}}) {
+        SCOPED_TRACE(joined(args));
+        const RunResult r = run_outpost(args);
+        ASSERT_EQ(r.exit_code, 0) << r.err;
+        EXPECT_EQ(parse_json(r.out)["top_topics"].size(), 1u);
+    }
+    // The command line wins over the file.
+    const RunResult r = run_outpost({"--config", cfg, "stats", "--db", db(), "--top", "3"});
+    EXPECT_EQ(parse_json(r.out)["top_topics"].size(), 3u);
+}
+
 TEST_F(CliCommands, DbFromEnvironment) {
     RunOptions env;
     env.env = {"OUTPOST_DB=" + db()};

@@ -79,7 +79,9 @@ int main(int argc, char** argv) {
     app.allow_config_extras(false);  // a misspelt key in a config file is an error, not ignored
     app.set_config("--config", "",
                    "Read options from a TOML or INI file; options of a command go in a section "
-                   "named after it, e.g. [sync] broker=\"mqtts://host:8883\"");
+                   "named after it, e.g. [sync] broker=\"mqtts://host:8883\"")
+        ->type_name("FILE");
+    app.fallthrough();  // `outpost sync --config FILE ...` works too
     app.footer(
         "Durations: a number and a unit, ms s m h d w, summed: 30s, 5m, 2h, 7d, 1h30m.\n"
         "Exit codes: 0 ok, 1 failure (one line on stderr names it), 2 usage error,\n"
