@@ -1,6 +1,7 @@
 // outpost: the whole public API.
 #pragma once
 
+#include "outpost/admin.hpp"
 #include "outpost/broker.hpp"
 #include "outpost/clock.hpp"
 #include "outpost/dispatcher.hpp"

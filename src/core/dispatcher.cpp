@@ -9,6 +9,7 @@
 #include <array>
 #include <condition_variable>
 #include <cstdio>
+#include <deque>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -129,6 +130,10 @@ struct Dispatcher::Impl {
     std::size_t sent = 0;                          // flights whose outcome is not decided yet
     std::unordered_set<std::string> busy_keys;     // a record of the key is in flight
     std::unordered_set<std::string> waiting_keys;  // the key's head waits for its retry time
+    // Due records the scan passed because their key was busy, per key in dispatch order.
+    std::unordered_map<std::string, std::deque<PendingRef>> parked;
+    std::size_t parked_count = 0;
+    std::unordered_set<std::string> freed;  // keys that became free since the last step
     DispatchCursor cursor;
     bool at_end = false;  // the last scan reached the end of the pending records
     std::optional<std::int64_t> next_retry_wall;
@@ -337,11 +342,16 @@ struct Dispatcher::Impl {
 
     // ---- scanning and publishing ----
 
+    // Starts the forward scan again from the first pending record, forgetting what the last
+    // pass learnt (parked records, waiting keys).
     void reset_scan() {
         cursor = DispatchCursor{};
         at_end = false;
         waiting_keys.clear();
         next_retry_wall.reset();
+        parked.clear();
+        parked_count = 0;
+        freed.clear();
     }
 
     bool key_blocked(const std::optional<std::string>& key) const {
@@ -349,77 +359,117 @@ struct Dispatcher::Impl {
     }
 
     // Publishes what the window allows; returns how many publishes were made.
+    //
+    // Two sources, in dispatch order: first the parked records of keys that became free (they
+    // lie before the cursor), then a forward scan from the cursor. The scan examines at most
+    // `scan_budget` rows per step and parks at most `park_limit` rows, so a backlog held back
+    // by busy keys costs O(window) per step, not O(backlog).
     std::size_t publish_due() {
-        std::size_t made = 0;
         const std::int64_t now = clock.wall_ms();
-        std::vector<std::pair<std::int64_t, std::optional<std::string>>> chosen;
-        std::vector<std::int64_t> ids;
-        while (sent < opt.window && !at_end) {
-            const std::size_t room = opt.window - sent;
-            const std::size_t want = std::max<std::size_t>(room, 16);
+        std::vector<Chosen> chosen;
+        auto room = [&] { return opt.window - std::min(opt.window, sent + chosen.size()); };
+        auto consider = [&](const PendingRef& r, bool from_scan) {
+            if (flights.count(r.id) != 0) {
+                return;
+            }
+            if (r.expires_at && *r.expires_at <= now) {
+                flights[r.id] = Flight{0,
+                                       std::nullopt,
+                                       r.attempts,
+                                       {},
+                                       Outcome{Outcome::Kind::expired, r.id, r.attempts, 0,
+                                               "ttl passed before delivery", now}};
+                if (r.key) {
+                    freed.insert(*r.key);  // the next one of its key may go
+                }
+                return;
+            }
+            if (r.next_attempt_at > now) {
+                if (r.key) {
+                    waiting_keys.insert(*r.key);
+                }
+                next_retry_wall =
+                    std::min(next_retry_wall.value_or(r.next_attempt_at), r.next_attempt_at);
+                return;
+            }
+            if (key_blocked(r.key)) {
+                if (from_scan) {  // wait in memory for the key to become free
+                    parked[*r.key].push_back(r);
+                    ++parked_count;
+                }
+                return;
+            }
+            if (r.key) {
+                busy_keys.insert(*r.key);  // one per key within this batch too
+            }
+            chosen.push_back({r.id, r.key});
+        };
+
+        // 1. Keys that became free: their next parked record.
+        while (!freed.empty() && room() > 0) {
+            const std::string key = *freed.begin();
+            freed.erase(freed.begin());
+            auto it = parked.find(key);
+            while (it != parked.end() && !it->second.empty() && !key_blocked(key)) {
+                const PendingRef r = it->second.front();
+                it->second.pop_front();
+                --parked_count;
+                consider(r, false);
+            }
+            if (it != parked.end() && it->second.empty()) {
+                parked.erase(it);
+            }
+        }
+        // 2. Forward from the cursor.
+        const std::size_t scan_budget = std::max<std::size_t>(256, 2 * opt.window);
+        const std::size_t park_limit = std::max<std::size_t>(4096, 16 * opt.window);
+        std::size_t examined = 0;
+        while (room() > 0 && !at_end && examined < scan_budget && parked_count < park_limit) {
+            const std::size_t want = std::max<std::size_t>(room(), 32);
             const std::vector<PendingRef> refs = store.scan_pending(cursor, want);
             if (refs.size() < want) {
                 at_end = true;
             }
-            chosen.clear();
-            ids.clear();
             for (const PendingRef& r : refs) {
-                if (chosen.size() >= room) {
+                if (room() == 0) {
                     at_end = false;  // more may follow; come back from here
                     break;
                 }
                 cursor = DispatchCursor{r.priority, r.id, false};
-                if (flights.count(r.id) != 0) {
-                    continue;
-                }
-                if (r.expires_at && *r.expires_at <= now) {
-                    flights[r.id] = Flight{0,
-                                           std::nullopt,
-                                           r.attempts,
-                                           {},
-                                           Outcome{Outcome::Kind::expired, r.id, r.attempts, 0,
-                                                   "ttl passed before delivery", now}};
-                    continue;
-                }
-                if (r.next_attempt_at > now) {
-                    if (r.key) {
-                        waiting_keys.insert(*r.key);
-                    }
-                    next_retry_wall =
-                        std::min(next_retry_wall.value_or(r.next_attempt_at), r.next_attempt_at);
-                    continue;
-                }
-                if (key_blocked(r.key)) {
-                    continue;
-                }
-                if (r.key) {
-                    busy_keys.insert(*r.key);  // one per key within this batch too
-                }
-                chosen.emplace_back(r.id, r.key);
-                ids.push_back(r.id);
+                ++examined;
+                consider(r, true);
             }
-            // Records removed meanwhile (purged by hand) simply do not come back.
-            for (const Record& rec : store.load_pending(ids)) {
-                if (!send(rec)) {
-                    release_unsent(chosen);
-                    return made;  // the connection went down under us
-                }
-                ++made;
-            }
-            release_unsent(chosen);
         }
-        return made;
+        return send_chosen(chosen);
     }
 
-    // Frees the keys reserved for chosen records that did not go into flight (removed
-    // meanwhile, or the connection went down first).
-    void release_unsent(
-        const std::vector<std::pair<std::int64_t, std::optional<std::string>>>& chosen) {
-        for (const auto& [id, key] : chosen) {
-            if (key && flights.count(id) == 0) {
-                busy_keys.erase(*key);
+    struct Chosen {
+        std::int64_t id;
+        std::optional<std::string> key;
+    };
+
+    // Loads and publishes the chosen records. Records removed meanwhile (purged by hand) do not
+    // come back from the store; their keys are freed again.
+    std::size_t send_chosen(const std::vector<Chosen>& chosen) {
+        std::vector<std::int64_t> ids;
+        ids.reserve(chosen.size());
+        for (const Chosen& c : chosen) {
+            ids.push_back(c.id);
+        }
+        std::size_t made = 0;
+        for (const Record& rec : store.load_pending(ids)) {
+            if (!send(rec)) {
+                break;  // the connection went down under us
+            }
+            ++made;
+        }
+        for (const Chosen& c : chosen) {
+            if (c.key && flights.count(c.id) == 0) {
+                busy_keys.erase(*c.key);
+                freed.insert(*c.key);
             }
         }
+        return made;
     }
 
     // Hands one record to the broker. False when the broker refused because it is not connected.
@@ -585,8 +635,8 @@ struct Dispatcher::Impl {
             next_retry_wall =
                 std::min(next_retry_wall.value_or(o.next_attempt_at), o.next_attempt_at);
         } else if (key) {
-            // The key is free again: its next record lies before the cursor.
-            reset_scan();
+            // The key is free again: its next record, if the scan passed it, is parked.
+            freed.insert(*key);
         }
         emit(e);
     }
@@ -636,8 +686,11 @@ struct Dispatcher::Impl {
             std::lock_guard lock(mutex);
             ++steps_started;
             if (wake_flag) {
+                // New records were committed in this process: they lie after the cursor
+                // (higher ids), so the scan only has to go on. A higher priority among them is
+                // found by the next data_version poll, which rescans.
                 wake_flag = false;
-                reset_scan();
+                at_end = false;
             }
         }
         std::size_t work = 0;

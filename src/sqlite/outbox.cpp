@@ -147,7 +147,12 @@ std::int64_t Outbox::add(const Message& m) {
         SQLite::Statement& q = *s.insert;
         q.bindNoCopy(1, uid);
         q.bindNoCopy(2, m.topic);
-        q.bindNoCopy(3, m.payload.data(), static_cast<int>(m.payload.size()));
+        if (m.payload.empty()) {
+            // An empty vector's data() may be null, which SQLite would bind as NULL.
+            q.bindNoCopy(3, static_cast<const void*>(""), 0);
+        } else {
+            q.bindNoCopy(3, m.payload.data(), static_cast<int>(m.payload.size()));
+        }
         if (m.key) {
             q.bindNoCopy(4, *m.key);
         } else {

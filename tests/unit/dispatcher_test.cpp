@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <map>
 #include <thread>
 
 #include "fixture.hpp"
@@ -492,4 +493,41 @@ TEST_F(ThreadedDispatcherTest, StartTwiceIsAnError) {
     d->stop();
     d->start();  // and a stopped dispatcher can start again
     d->stop();
+}
+
+TEST_F(DispatcherTest, ManyKeysDrainInCommitOrderPerKeyWithOneInFlightEach) {
+    broker_.set_auto_ack(false);
+    {
+        SQLite::Transaction tx(db_);
+        for (int i = 0; i < 600; ++i) {
+            Message m = Message::text("k", std::to_string(i));
+            m.key = "key-" + std::to_string(i % 6);
+            outbox_.add(m);
+        }
+        for (int i = 0; i < 20; ++i) {
+            add("free");  // behind the keyed backlog, no key
+        }
+        tx.commit();
+    }
+    auto o = options();
+    o.window = 50;
+    auto d = dispatcher(o);
+    std::size_t steps = 0;
+    while (count() > 0 && steps < 2000) {
+        d->run_once();
+        EXPECT_LE(broker_.held(), 6u + 20u);  // one per key, plus the keyless ones
+        broker_.ack(broker_.held() / 2 + 1);  // answers trickle back
+        ++steps;
+    }
+    EXPECT_EQ(count(), 0);
+    std::map<std::string, int> last;
+    for (const Record& r : broker_.log()) {
+        if (!r.message.key) {
+            continue;
+        }
+        const int n = std::stoi(std::string(r.message.payload_view()));
+        EXPECT_GT(n, last.count(*r.message.key) ? last[*r.message.key] : -1) << *r.message.key;
+        last[*r.message.key] = n;
+    }
+    EXPECT_EQ(broker_.published(), 620u);
 }

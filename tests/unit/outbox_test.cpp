@@ -119,6 +119,13 @@ TEST_F(OutboxTest, StoresEveryFieldOfTheMessage) {
     EXPECT_EQ(r->attempts, 0u);
 }
 
+TEST_F(OutboxTest, AnEmptyPayloadIsStoredAsAnEmptyBlob) {
+    const std::int64_t id = outbox_.add(Message::text("empty", ""));
+    const std::vector<Record> loaded = store().load_pending({id});
+    ASSERT_EQ(loaded.size(), 1u);
+    EXPECT_TRUE(loaded[0].message.payload.empty());
+}
+
 TEST_F(OutboxTest, RefusesAFileThatIsNotSqliteAndLeavesItAlone) {
     TempDir d;
     const std::string path = d.file("notes.txt");
