@@ -31,6 +31,7 @@ class SqliteStore final : public Store {
     std::vector<Record> load_pending(const std::vector<std::int64_t>& ids) override;
     void apply(const std::vector<Outcome>& outcomes, bool keep_delivered) override;
     bool has_pending() override;
+    std::optional<std::int64_t> next_expiry() override;
     std::vector<std::int64_t> expire_due(std::int64_t now_ms) override;
     std::size_t clamp_retry_times(std::int64_t now_ms, std::int64_t horizon_ms) override;
     std::size_t purge_delivered(std::int64_t before_ms) override;

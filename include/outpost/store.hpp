@@ -76,6 +76,8 @@ class Store {
     virtual void apply(const std::vector<Outcome>& outcomes, bool keep_delivered) = 0;
     // True when at least one record is pending.
     virtual bool has_pending() = 0;
+    // The earliest expires_at of a pending record, if any has a ttl.
+    virtual std::optional<std::int64_t> next_expiry() = 0;
     // Marks pending records whose expires_at <= now_ms as expired; returns their ids.
     virtual std::vector<std::int64_t> expire_due(std::int64_t now_ms) = 0;
     // Pulls back next_attempt_at values further than `horizon_ms` in the future to `now_ms`

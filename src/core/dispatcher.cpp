@@ -74,6 +74,9 @@ namespace {
 using namespace std::chrono_literals;
 using Ms = std::chrono::milliseconds;
 
+// How often an offline dispatcher looks at the database (for TTL expiry and other writers).
+constexpr Ms kOfflinePoll{5000};
+
 std::string random_token(std::mt19937_64& rng) {
     char out[33];
     std::snprintf(out, sizeof out, "%016llx%016llx", static_cast<unsigned long long>(rng()),
@@ -138,6 +141,8 @@ struct Dispatcher::Impl {
     bool at_end = false;  // the last scan reached the end of the pending records
     std::optional<std::int64_t> next_retry_wall;
     std::int64_t data_version = -1;
+    std::optional<std::int64_t> next_expiry;  // earliest expires_at of a pending record
+    bool next_expiry_known = false;
     Clock::time_point next_poll{};
     std::mt19937_64 rng{std::random_device{}()};
     std::uniform_real_distribution<double> unit{0.0, 1.0};
@@ -656,18 +661,28 @@ struct Dispatcher::Impl {
         clock_checked = true;
 
         if (now >= next_poll) {
-            next_poll = now + opt.poll_interval;
+            // Offline there is nothing to send: look less often (TTL expiry still runs).
+            next_poll = now + (was_connected ? opt.poll_interval
+                                             : std::max<Ms>(opt.poll_interval, kOfflinePoll));
             const std::int64_t v = store.data_version();
             if (v != data_version) {
                 data_version = v;
                 reset_scan();  // another process committed (or changed) records
+                next_expiry_known = false;
             }
-            for (std::int64_t id : store.expire_due(wall)) {
-                {
-                    std::lock_guard lock(mutex);
-                    ++stats.expired;
+            if (!next_expiry_known) {
+                next_expiry = store.next_expiry();
+                next_expiry_known = true;
+            }
+            if (next_expiry && *next_expiry <= wall) {
+                for (std::int64_t id : store.expire_due(wall)) {
+                    {
+                        std::lock_guard lock(mutex);
+                        ++stats.expired;
+                    }
+                    emit({DispatchEvent::Kind::expired, id, 0, 0, "ttl passed before delivery"});
                 }
-                emit({DispatchEvent::Kind::expired, id, 0, 0, "ttl passed before delivery"});
+                next_expiry = store.next_expiry();
             }
         }
         if (opt.retention.count() > 0 && now >= next_purge) {
@@ -691,6 +706,7 @@ struct Dispatcher::Impl {
                 // found by the next data_version poll, which rescans.
                 wake_flag = false;
                 at_end = false;
+                next_expiry_known = false;  // they may carry a ttl
             }
         }
         std::size_t work = 0;

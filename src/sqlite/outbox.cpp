@@ -5,7 +5,6 @@
 #include <sqlite3.h>
 
 #include <array>
-#include <cstdio>
 #include <random>
 
 #include "outpost/error.hpp"
@@ -24,25 +23,30 @@ const char* const kInsertSql =
 
 // A UUID version 7: 48 bits of Unix milliseconds then random bits. Time-ordered, so consumers'
 // indexes on it stay compact; unique without coordination between processes.
-std::string make_uid(std::int64_t wall_ms, std::mt19937_64& rng) {
+// Writes the 36 characters and a NUL into `out`. On the hot path: no allocation, no printf.
+void make_uid(std::int64_t wall_ms, std::mt19937_64& rng, char (&out)[37]) {
     std::array<unsigned char, 16> b{};
     const auto ms = static_cast<std::uint64_t>(wall_ms);
-    for (int i = 0; i < 6; ++i) {
-        b[static_cast<std::size_t>(i)] = static_cast<unsigned char>(ms >> (8 * (5 - i)));
+    for (std::size_t i = 0; i < 6; ++i) {
+        b[i] = static_cast<unsigned char>(ms >> (8 * (5 - i)));
     }
     const std::uint64_t r1 = rng(), r2 = rng();
-    for (int i = 6; i < 16; ++i) {
-        b[static_cast<std::size_t>(i)] =
-            static_cast<unsigned char>((i < 11 ? r1 : r2) >> (8 * (i % 8)));
+    for (std::size_t i = 0; i < 5; ++i) {
+        b[6 + i] = static_cast<unsigned char>(r1 >> (8 * i));
+        b[11 + i] = static_cast<unsigned char>(r2 >> (8 * i));
     }
     b[6] = static_cast<unsigned char>(0x70 | (b[6] & 0x0F));  // version 7
     b[8] = static_cast<unsigned char>(0x80 | (b[8] & 0x3F));  // RFC 4122 variant
-    char out[37];
-    std::snprintf(out, sizeof out,
-                  "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
-                  b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
-                  b[14], b[15]);
-    return std::string(out, 36);
+    static constexpr char kHex[] = "0123456789abcdef";
+    std::size_t o = 0;
+    for (std::size_t i = 0; i < 16; ++i) {
+        if (i == 4 || i == 6 || i == 8 || i == 10) {
+            out[o++] = '-';
+        }
+        out[o++] = kHex[b[i] >> 4];
+        out[o++] = kHex[b[i] & 0x0F];
+    }
+    out[o] = '\0';
 }
 
 std::mt19937_64 seeded_rng() {
@@ -61,6 +65,7 @@ struct Outbox::Impl {
     std::unique_ptr<SQLite::Statement> insert;
     std::mt19937_64 rng = seeded_rng();
     std::vector<unsigned char> header_buf;
+    char uid[37] = {};
     // Set by add(), cleared by the WAL hook after the commit that carried the record.
     bool dirty = false;
     // Quota bookkeeping (only with max_pending > 0).
@@ -143,9 +148,9 @@ std::int64_t Outbox::add(const Message& m) {
             s.check_quota();
         }
         const std::int64_t now = s.clock.wall_ms();
-        const std::string uid = make_uid(now, s.rng);
+        make_uid(now, s.rng, s.uid);
         SQLite::Statement& q = *s.insert;
-        q.bindNoCopy(1, uid);
+        q.bindNoCopy(1, s.uid);
         q.bindNoCopy(2, m.topic);
         if (m.payload.empty()) {
             // An empty vector's data() may be null, which SQLite would bind as NULL.

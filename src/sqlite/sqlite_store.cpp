@@ -253,6 +253,21 @@ bool SqliteStore::has_pending() {
     }
 }
 
+std::optional<std::int64_t> SqliteStore::next_expiry() {
+    try {
+        // min() over the partial expiry index: one index seek.
+        SQLite::Statement q(impl_->db,
+                            "SELECT min(expires_at) FROM outpost_records "
+                            "WHERE state = 0 AND expires_at IS NOT NULL");
+        if (q.executeStep() && !q.getColumn(0).isNull()) {
+            return q.getColumn(0).getInt64();
+        }
+        return std::nullopt;
+    } catch (const SQLite::Exception& e) {
+        detail::rethrow_sqlite(e, "looking for the next expiry");
+    }
+}
+
 std::vector<std::int64_t> SqliteStore::expire_due(std::int64_t now_ms) {
     std::vector<std::int64_t> ids;
     try {
