@@ -94,4 +94,17 @@ if skipped:
           ", ".join(e.get("name", "?") for e in entries if e.get("result") == "SKIP")); sys.exit(1)
 EOF
 python3 tools/test-tally.py "$build/meson-logs/testlog.json" || status=1
+
+# --- Install and link, as for a device image ------------------------------------------------
+# meson install --destdir into a staging dir, then an app cross-compiled against it with
+# aarch64-linux-gnu-pkg-config (PKG_CONFIG_SYSROOT_DIR = the staging dir), run under qemu, and
+# the installed aarch64 CLI reading the app's file.
+opt() {
+  meson introspect "$build" --buildoptions |
+    python3 -c "import json, sys; print(next(o['value'] for o in json.load(sys.stdin) if o['name'] == '$1'))"
+}
+echo "::: cross-arm64: install + pkg-config consumer"
+CXX=aarch64-linux-gnu-g++ PKG_CONFIG=aarch64-linux-gnu-pkg-config RUNNER=qemu-aarch64-static \
+  tests/install/install-pkgconfig.sh "$build" . "$(opt prefix)" "$(opt libdir)" "$(opt bindir)" \
+  true true | grep -E '^(--- (consumer|pkg-config --libs:)|install-pkgconfig)' || status=1
 exit $status

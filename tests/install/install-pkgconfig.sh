@@ -6,7 +6,8 @@
 #
 #   install-pkgconfig.sh BUILD_DIR SOURCE_DIR PREFIX LIBDIR BINDIR MQTT(true|false) TOOLS(true|false)
 #
-# Environment: CXX (the compiler command, default c++), PKG_CONFIG (default pkg-config).
+# Environment: CXX (the compiler command, default c++), PKG_CONFIG (default pkg-config), RUNNER
+# (a command that runs the built programs, e.g. qemu-aarch64-static for a cross build).
 # Registered in meson as suite 'install' (tests/install/meson.build); runs on its own as well.
 set -euo pipefail
 
@@ -20,6 +21,7 @@ tools=$7
 case $libdir in /*) ;; *) libdir=$prefix/$libdir ;; esac
 case $bindir in /*) ;; *) bindir=$prefix/$bindir ;; esac
 read -r -a cxx <<< "${CXX:-c++}"
+read -r -a runner <<< "${RUNNER:-}"
 pkg_config=${PKG_CONFIG:-pkg-config}
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/outpost-install.XXXXXX")
@@ -74,13 +76,13 @@ cp "$src/tests/install/consumer/consumer.cpp" "$tmp/app/"
 
 # 5. Run it (the shared library from the destdir when default_library=shared).
 export LD_LIBRARY_PATH=$dest$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-out=$("$tmp/app/consumer" "$tmp/app/app.db") || fail "consumer exited $?: $out"
+out=$("${runner[@]}" "$tmp/app/consumer" "$tmp/app/app.db") || fail "consumer exited $?: $out"
 echo "--- consumer: $out"
 [ "$out" = "outpost consumer: 1 pending" ] || fail "unexpected consumer output: $out"
 
 # 6. The installed CLI reads the app's file.
 if [ "$tools" = true ]; then
-  stats=$("$dest$bindir/outpost" stats --db "$tmp/app/app.db" --json) ||
+  stats=$("${runner[@]}" "$dest$bindir/outpost" stats --db "$tmp/app/app.db" --json) ||
     fail "installed outpost stats exited $?"
   echo "--- outpost stats --json: $stats"
   python3 -c 'import json, sys; sys.exit(json.load(sys.stdin)["counts"]["pending"] != 1)' \
