@@ -35,6 +35,7 @@
 
 #include "outpost/error.hpp"
 #include "reason_codes.hpp"
+#include "tls_probe.hpp"
 
 namespace outpost {
 
@@ -94,28 +95,7 @@ struct MqttBroker::Impl {
             : listener(owner),
               paho(owner.options.servers.front(), owner.options.client_id, create, nullptr) {}
 
-        void note_tls_error(const std::string& text) {
-            std::lock_guard lock(tls_mutex);
-            if (tls_error.empty()) {
-                tls_error = text;
-                while (!tls_error.empty() &&
-                       (tls_error.back() == '\n' || tls_error.back() == '\r')) {
-                    tls_error.pop_back();
-                }
-            }
-        }
-        std::string first_tls_error() {
-            std::lock_guard lock(tls_mutex);
-            return tls_error;
-        }
-        void clear_tls_error() {
-            std::lock_guard lock(tls_mutex);
-            tls_error.clear();
-        }
-
         PublishListener listener;
-        std::mutex tls_mutex;
-        std::string tls_error;  // the first OpenSSL complaint during the current connect attempt
         bool poisoned = false;  // a connect attempt on it was abandoned (see the top of the file)
         // Last member: destroyed first, so no paho callback can outlive what it points to.
         mqtt::async_client paho;
@@ -281,6 +261,25 @@ struct MqttBroker::Impl {
 
     // --- connecting ------------------------------------------------------------------------------
 
+    // OpenSSL's words for a failed TLS connect (paho says only "TCP/TLS connect failure"):
+    // the first TLS server that accepts TCP but not the handshake. "" when none.
+    std::string tls_failure(int paho_rc, steady::time_point deadline) const {
+        if (paho_rc != -1 || !any_tls()) {
+            return "";
+        }
+        for (const std::string& uri : options.servers) {
+            const auto left = std::chrono::duration_cast<milliseconds>(deadline - steady::now());
+            if (!is_tls_uri(uri) || left <= milliseconds(0)) {
+                continue;
+            }
+            std::string text = mqtt_detail::probe_tls_failure(uri, options.tls, left / 2);
+            if (!text.empty()) {
+                return text;
+            }
+        }
+        return "";
+    }
+
     mqtt::connect_options connect_options_for(milliseconds timeout) {
         mqtt::connect_options c;
         c.set_mqtt_version(static_cast<int>(options.version));
@@ -331,7 +330,7 @@ struct MqttBroker::Impl {
         return reached;
     }
 
-    mqtt::ssl_options ssl_options_for(Client& c) {
+    mqtt::ssl_options ssl_options() const {
         const MqttTls& t = options.tls;
         mqtt::ssl_options ssl;
         if (!t.ca_file.empty()) {
@@ -352,9 +351,8 @@ struct MqttBroker::Impl {
         // Both switches: the chain (enableServerCertAuth) and the host name (verify).
         ssl.set_enable_server_cert_auth(!t.insecure);
         ssl.set_verify(!t.insecure);
-        // OpenSSL's own words are the only way to tell "certificate verify failed" from "port
-        // closed": paho reports both as -1 "TCP/TLS connect failure".
-        ssl.set_error_handler([&c](const std::string& text) { c.note_tls_error(text); });
+        // No ssl.set_error_handler(): paho-mqtt-cpp 1.2 hands OpenSSL a pointer to a dead copy
+        // as its context. A failed TLS connect is diagnosed by probe_tls_failure() instead.
         return ssl;
     }
 
@@ -467,7 +465,6 @@ struct MqttBroker::Impl {
             } catch (const std::exception&) {
             }
         }
-        client->clear_tls_error();
         {
             std::lock_guard lock(mutex);
             lost_while_down = false;
@@ -475,7 +472,7 @@ struct MqttBroker::Impl {
 
         mqtt::connect_options copts = connect_options_for(timeout);
         if (any_tls()) {
-            copts.set_ssl(ssl_options_for(*client));
+            copts.set_ssl(ssl_options());
         }
 
         std::string server_uri;
@@ -498,7 +495,7 @@ struct MqttBroker::Impl {
             const int rc = e.get_return_code();
             const auto failure = rc > 0 ? mqtt_detail::classify_connack(rc, mqtt5())
                                         : mqtt_detail::classify_connect_error(
-                                              rc, e.get_message(), client->first_tls_error());
+                                              rc, e.get_message(), tls_failure(rc, deadline));
             throw BrokerError("cannot connect to " + target + ": " + failure.reason,
                               failure.transient, rc);
         }

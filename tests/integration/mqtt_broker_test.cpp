@@ -146,12 +146,12 @@ TEST_P(MqttBrokerVersions, PublishQos012Arrives) {
     Mosquitto mosq;
     const int v = static_cast<int>(GetParam());
     Subscriber sub(mosq.uri(), "t/#", 2, v);
+    Results results;
     MqttBroker broker(options_for(mosq.uri(), GetParam()));
     broker.connect(5s);
     ASSERT_TRUE(broker.connected());
     EXPECT_EQ(broker.server(), mosq.uri());
 
-    Results results;
     for (int qos = 0; qos <= 2; ++qos) {
         broker.publish(
             make_record(qos + 1, "t/q" + std::to_string(qos), "hello " + std::to_string(qos), qos),
@@ -177,9 +177,9 @@ TEST_P(MqttBrokerVersions, PublishQos012Arrives) {
 
 TEST_P(MqttBrokerVersions, RetainFlagIsKept) {
     Mosquitto mosq;
+    Results results;
     MqttBroker broker(options_for(mosq.uri(), GetParam()));
     broker.connect(5s);
-    Results results;
     Record r = make_record(1, "state/door", "open");
     r.message.retain = true;
     broker.publish(r, results.callback_for(1));
@@ -202,6 +202,7 @@ TEST(MqttBroker, Mqtt5PropertiesArrive) {
     Mosquitto mosq;
     Subscriber sub(mosq.uri(), "props/#", 1, 5);
     ManualClock clock(1'700'000'000'000);
+    Results results;
     MqttBroker broker(options_for(mosq.uri()), clock);
     broker.connect(5s);
 
@@ -213,7 +214,6 @@ TEST(MqttBroker, Mqtt5PropertiesArrive) {
     Record expired = make_record(8, "props/b", "late");
     expired.expires_at = clock.wall_ms() - 5'000;  // already expired: still sent, 1 s
 
-    Results results;
     broker.publish(r, results.callback_for(7));
     broker.publish(expired, results.callback_for(8));
     ASSERT_TRUE(results.wait_for(2, 5s));
@@ -243,13 +243,13 @@ TEST(MqttBroker, Mqtt5PropertiesArrive) {
 TEST(MqttBroker, Mqtt311SendsNoProperties) {
     Mosquitto mosq;
     Subscriber sub(mosq.uri(), "props/#", 1, 5);  // an MQTT 5 subscriber would see any
+    Results results;
     MqttBroker broker(options_for(mosq.uri(), MqttVersion::v3_1_1));
     broker.connect(5s);
     Record r = make_record(1, "props/a", "x");
     r.message.headers = {{"sensor", "kitchen"}};
     r.message.content_type = "text/plain";
     r.expires_at = SystemClock::instance().wall_ms() + 60'000;
-    Results results;
     broker.publish(r, results.callback_for(1));
     ASSERT_TRUE(results.wait_for(1, 5s));
     EXPECT_EQ(results.get(1).status, PublishResult::Status::delivered);
@@ -330,8 +330,8 @@ TEST(MqttBroker, FailoverTakesTheNextServer) {
 
 TEST(MqttBroker, PublishWhileDisconnectedCompletesAtOnceWithConnectionLost) {
     Mosquitto mosq;
-    MqttBroker broker(options_for(mosq.uri()));
     Results results;
+    MqttBroker broker(options_for(mosq.uri()));
     broker.publish(make_record(1, "t/a", "x"), results.callback_for(1));
     ASSERT_EQ(results.size(), 1u);  // before publish() returned
     EXPECT_EQ(results.get(1).status, PublishResult::Status::connection_lost);
@@ -346,13 +346,13 @@ TEST(MqttBroker, PublishWhileDisconnectedCompletesAtOnceWithConnectionLost) {
 
 TEST(MqttBroker, BrokerKilledCompletesOutstandingWithConnectionLost) {
     Mosquitto mosq;
-    MqttBroker broker(options_for(mosq.uri()));
+    Results results;
     ConnectionLog log;
+    MqttBroker broker(options_for(mosq.uri()));
     broker.set_connection_handler(log.handler());
     broker.connect(5s);
     ASSERT_TRUE(log.wait_for(true, 1s));
 
-    Results results;
     constexpr int kTotal = 3000;
     for (int i = 1; i <= kTotal; ++i) {
         if (i == 1000) {
@@ -379,8 +379,9 @@ TEST(MqttBroker, BrokerKilledCompletesOutstandingWithConnectionLost) {
 
 TEST(MqttBroker, ReconnectsAfterRestart) {
     Mosquitto mosq;
-    MqttBroker broker(options_for(mosq.uri()));
+    Results results;
     ConnectionLog log;
+    MqttBroker broker(options_for(mosq.uri()));
     broker.set_connection_handler(log.handler());
     broker.connect(5s);
     mosq.kill();
@@ -392,7 +393,6 @@ TEST(MqttBroker, ReconnectsAfterRestart) {
     Subscriber sub(mosq.uri(), "after/#", 1, 5);
     broker.connect(5s);
     EXPECT_TRUE(broker.connected());
-    Results results;
     broker.publish(make_record(1, "after/restart", "back"), results.callback_for(1));
     ASSERT_TRUE(results.wait_for(1, 5s));
     EXPECT_EQ(results.get(1).status, PublishResult::Status::delivered);
@@ -405,8 +405,8 @@ TEST(MqttBroker, ReconnectsAfterRestart) {
 TEST(MqttBroker, SessionTakeoverIsAConnectionLoss) {
     Mosquitto mosq;
     MqttOptions o = options_for(mosq.uri());
-    MqttBroker broker(o);
     ConnectionLog log;
+    MqttBroker broker(o);
     broker.set_connection_handler(log.handler());
     broker.connect(5s);
     // A second client with the same id takes the session over; mosquitto 2.0.11 closes the
@@ -427,9 +427,9 @@ TEST(MqttBroker, PacketLargerThanTheServerAcceptsIsRejectedLocally) {
     MosquittoOptions mo;
     mo.extra_config = "max_packet_size 1000\n";
     Mosquitto mosq(mo);
+    Results results;
     MqttBroker broker(options_for(mosq.uri()));
     broker.connect(5s);
-    Results results;
     broker.publish(make_record(1, "big/x", std::string(2000, 'b')), results.callback_for(1));
     broker.publish(make_record(2, "big/y", std::string(500, 's')), results.callback_for(2));
     ASSERT_TRUE(results.wait_for(2, 5s));
@@ -472,9 +472,9 @@ TEST(MqttBroker, CleanDisconnectSendsNoWill) {
     }
     ASSERT_TRUE(sub.wait_for_count(1, 5s));
     // The probe: one more message from another client; the will would have come before it.
+    Results results;
     MqttBroker probe(options_for(mosq.uri()));
     probe.connect(5s);
-    Results results;
     probe.publish(make_record(2, "data/probe", "p"), results.callback_for(2));
     ASSERT_TRUE(sub.wait_for_count(2, 5s));
     for (const auto& m : sub.messages()) {
@@ -486,9 +486,9 @@ TEST(MqttBroker, AclDeniedPublishIsRejectedPermanentlyWithReason0x87) {
     MosquittoOptions mo;
     mo.acl = "topic readwrite allowed/#\ntopic read denied/#\n";
     Mosquitto mosq(mo);
+    Results results;
     MqttBroker broker(options_for(mosq.uri()));
     broker.connect(5s);
-    Results results;
     broker.publish(make_record(1, "denied/x", "no", 1), results.callback_for(1));
     broker.publish(make_record(2, "denied/y", "no", 2), results.callback_for(2));
     broker.publish(make_record(3, "allowed/z", "yes", 1), results.callback_for(3));
@@ -513,9 +513,9 @@ TEST(MqttBroker, AclDeniedOnMqtt311IsSilentlyAcknowledged) {
     MosquittoOptions mo;
     mo.acl = "topic readwrite allowed/#\n";
     Mosquitto mosq(mo);
+    Results results;
     MqttBroker broker(options_for(mosq.uri(), MqttVersion::v3_1_1));
     broker.connect(5s);
-    Results results;
     broker.publish(make_record(1, "denied/x", "no", 1), results.callback_for(1));
     ASSERT_TRUE(results.wait_for(1, 5s));
     EXPECT_EQ(results.get(1).status, PublishResult::Status::delivered);
@@ -540,10 +540,10 @@ TEST_F(MqttBrokerTls, TrustedCaConnectsAndPublishes) {
     Subscriber sub(mosq_->uri(), "secure/#", 1, 5, pki_.ca_file);
     MqttOptions o = options_for(mosq_->uri());
     o.tls.ca_file = pki_.ca_file;
+    Results results;
     MqttBroker broker(o);
     broker.connect(5s);
     ASSERT_TRUE(broker.connected());
-    Results results;
     broker.publish(make_record(1, "secure/a", "sealed"), results.callback_for(1));
     ASSERT_TRUE(results.wait_for(1, 5s));
     EXPECT_EQ(results.get(1).status, PublishResult::Status::delivered);
@@ -653,11 +653,11 @@ INSTANTIATE_TEST_SUITE_P(Versions, MqttBrokerPasswords,
 
 TEST(MqttBroker, DisconnectWaitsForAcknowledgementsThenReportsTheRest) {
     Mosquitto mosq;
-    MqttBroker broker(options_for(mosq.uri()));
+    Results results;
     ConnectionLog log;
+    MqttBroker broker(options_for(mosq.uri()));
     broker.set_connection_handler(log.handler());
     broker.connect(5s);
-    Results results;
     constexpr int kTotal = 500;
     for (int i = 1; i <= kTotal; ++i) {
         broker.publish(make_record(i, "d/x", std::string(100, 'y')), results.callback_for(i));
@@ -675,9 +675,9 @@ TEST(MqttBroker, ManyPublishesFlowWithoutPahoBufferLimit) {
     // paho 1.2 throws -12 after 100 queued publishes unless max_buffered_messages is raised.
     Mosquitto mosq;
     Subscriber sub(mosq.uri(), "bulk/#", 1, 5);
+    Results results;
     MqttBroker broker(options_for(mosq.uri()));
     broker.connect(5s);
-    Results results;
     constexpr int kTotal = 2000;
     for (int i = 1; i <= kTotal; ++i) {
         broker.publish(make_record(i, "bulk/x", std::to_string(i)), results.callback_for(i));
