@@ -192,11 +192,13 @@ TEST_P(MqttBrokerVersions, RetainFlagIsKept) {
     EXPECT_TRUE(late.messages()[0].retained);
 }
 
+// Test names per protocol version: mqtt311, mqtt5.
+std::string version_name(const ::testing::TestParamInfo<MqttVersion>& info) {
+    return info.param == MqttVersion::v5 ? "mqtt5" : "mqtt311";
+}
+
 INSTANTIATE_TEST_SUITE_P(Versions, MqttBrokerVersions,
-                         ::testing::Values(MqttVersion::v3_1_1, MqttVersion::v5),
-                         [](const auto& info) {
-                             return info.param == MqttVersion::v5 ? "mqtt5" : "mqtt311";
-                         });
+                         ::testing::Values(MqttVersion::v3_1_1, MqttVersion::v5), version_name);
 
 TEST(MqttBroker, Mqtt5PropertiesArrive) {
     Mosquitto mosq;
@@ -646,10 +648,7 @@ TEST_P(MqttBrokerPasswords, RightPasswordIsAcceptedWrongOneRefusedForGood) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Versions, MqttBrokerPasswords,
-                         ::testing::Values(MqttVersion::v3_1_1, MqttVersion::v5),
-                         [](const auto& info) {
-                             return info.param == MqttVersion::v5 ? "mqtt5" : "mqtt311";
-                         });
+                         ::testing::Values(MqttVersion::v3_1_1, MqttVersion::v5), version_name);
 
 TEST(MqttBroker, DisconnectWaitsForAcknowledgementsThenReportsTheRest) {
     Mosquitto mosq;

@@ -17,6 +17,24 @@ std::string read_file(const std::string& path) {
     return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
+// An Outbox and a SqliteStore both refuse `path` with a SchemaError whose text contains
+// `expected`, and the file's bytes stay what they were.
+void expect_refused_untouched(const std::string& path, const std::string& expected) {
+    const std::string before = read_file(path);
+    {
+        SQLite::Database db(path, SQLite::OPEN_READWRITE);
+        try {
+            Outbox o(db);
+            FAIL() << "expected SchemaError";
+        } catch (const SchemaError& e) {
+            EXPECT_NE(std::string(e.what()).find(expected), std::string::npos) << e.what();
+        }
+    }
+    EXPECT_EQ(read_file(path), before);
+    EXPECT_THROW(SqliteStore{path}, SchemaError);
+    EXPECT_EQ(read_file(path), before);
+}
+
 }  // namespace
 
 TEST_F(OutboxTest, CreatesItsTablesWithItsOwnVersionAndLeavesUserVersionAlone) {
@@ -131,18 +149,7 @@ TEST_F(OutboxTest, RefusesAFileThatIsNotSqliteAndLeavesItAlone) {
     const std::string path = d.file("notes.txt");
     std::ofstream(path) << "these are not the pages you are looking for\n"
                         << std::string(5000, 'x');
-    const std::string before = read_file(path);
-    SQLite::Database db(path, SQLite::OPEN_READWRITE);
-    try {
-        Outbox o(db);
-        FAIL() << "expected SchemaError";
-    } catch (const SchemaError& e) {
-        EXPECT_NE(std::string(e.what()).find("not a SQLite database"), std::string::npos)
-            << e.what();
-    }
-    EXPECT_EQ(read_file(path), before);
-    EXPECT_THROW(SqliteStore{path}, SchemaError);
-    EXPECT_EQ(read_file(path), before);
+    expect_refused_untouched(path, "not a SQLite database");
 }
 
 TEST_F(OutboxTest, RefusesANewerSchemaAndLeavesTheFileAlone) {
@@ -153,18 +160,9 @@ TEST_F(OutboxTest, RefusesANewerSchemaAndLeavesTheFileAlone) {
         db.exec("CREATE TABLE outpost_meta (name TEXT PRIMARY KEY, value TEXT)");
         db.exec("INSERT INTO outpost_meta VALUES ('schema_version', '99')");
     }
-    const std::string before = read_file(path);
-    SQLite::Database db(path, SQLite::OPEN_READWRITE);
-    try {
-        Outbox o(db);
-        FAIL() << "expected SchemaError";
-    } catch (const SchemaError& e) {
-        EXPECT_NE(std::string(e.what()).find("schema version 99"), std::string::npos) << e.what();
-    }
+    expect_refused_untouched(path, "schema version 99");
+    SQLite::Database db(path, SQLite::OPEN_READONLY);
     EXPECT_EQ(db.execAndGet("PRAGMA journal_mode").getString(), "delete");  // not switched
-    EXPECT_EQ(read_file(path), before);
-    EXPECT_THROW(SqliteStore{path}, SchemaError);
-    EXPECT_EQ(read_file(path), before);
 }
 
 TEST_F(OutboxTest, StoreRefusesAFileWithoutOutpostTables) {
