@@ -147,8 +147,10 @@ int main(int argc, char** argv) {
 
     try {
         outpost::testing::MosquittoOptions mo;
-        // No receive maximum, so paho's and outpost's windows are what limits both sides.
-        mo.extra_config = "max_inflight_messages 0\nmax_queued_messages 0\n";
+        // No receive maximum, so paho's and outpost's windows are what limits both sides; no
+        // Nagle on the broker's side, whose PUBACKs otherwise wait for TCP acknowledgements
+        // (a bursty publisher then drains in 40 ms steps: 2,000 msg/s instead of 30,000).
+        mo.extra_config = "max_inflight_messages 0\nmax_queued_messages 0\nset_tcp_nodelay true\n";
         outpost::testing::Mosquitto broker(mo);
         c.broker_uri = broker.uri();
         c.broker_port = broker.port();
