@@ -21,6 +21,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "outpost/admin.hpp"
@@ -62,6 +63,31 @@ inline RunResult run_outpost(const std::vector<std::string>& args, const RunOpti
         ::pipe2(err, O_CLOEXEC) != 0) {
         throw std::runtime_error("pipe failed");
     }
+    // Everything the child needs is prepared before fork(): a child of a multithreaded process
+    // must not allocate (another thread may have held the allocator's lock at the fork; seen as
+    // a hung child under AddressSanitizer).
+    std::vector<char*> argv;
+    argv.push_back(const_cast<char*>(bin.c_str()));
+    for (const std::string& a : args) {
+        argv.push_back(const_cast<char*>(a.c_str()));
+    }
+    argv.push_back(nullptr);
+    // o.env ("NAME=VALUE") replaces same-named variables of this process, like putenv().
+    std::vector<char*> envp;
+    for (const std::string& e : o.env) {
+        envp.push_back(const_cast<char*>(e.c_str()));
+    }
+    for (char** e = environ; *e != nullptr; ++e) {
+        const std::string_view entry(*e);
+        const std::string_view name = entry.substr(0, entry.find('='));
+        const bool replaced = std::any_of(o.env.begin(), o.env.end(), [&](const std::string& x) {
+            return std::string_view(x).substr(0, x.find('=')) == name;
+        });
+        if (!replaced) {
+            envp.push_back(*e);
+        }
+    }
+    envp.push_back(nullptr);
     const pid_t pid = ::fork();
     if (pid < 0) {
         throw std::runtime_error("fork failed");
@@ -75,16 +101,7 @@ inline RunResult run_outpost(const std::vector<std::string>& args, const RunOpti
                 ::_exit(126);
             }
         }
-        for (const std::string& e : o.env) {
-            ::putenv(const_cast<char*>(e.c_str()));
-        }
-        std::vector<char*> argv;
-        argv.push_back(const_cast<char*>(bin.c_str()));
-        for (const std::string& a : args) {
-            argv.push_back(const_cast<char*>(a.c_str()));
-        }
-        argv.push_back(nullptr);
-        ::execv(bin.c_str(), argv.data());
+        ::execve(bin.c_str(), argv.data(), envp.data());
         ::_exit(127);
     }
     if (o.pid != nullptr) {
