@@ -117,8 +117,9 @@ class Dispatcher {
     // completions applied plus publishes made (0 = nothing happened).
     std::size_t run_once();
 
-    // Wakes the loop at once (new records were committed). Outbox does this for commits made in
-    // this process.
+    // Wakes the loop at once and has it look at every pending record again (new records were
+    // committed, or dead ones requeued). Outbox does this by itself for commits made in this
+    // process.
     void wake() noexcept;
 
     // Waits until no record is pending and none is in flight (true), or the timeout passed

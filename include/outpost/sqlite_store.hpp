@@ -40,7 +40,7 @@ class SqliteStore final : public Store {
     bool renew_lease(const std::string& owner, std::int64_t heartbeat_at,
                      std::int64_t expires_at) override;
     void release_lease(const std::string& owner) noexcept override;
-    void set_wake_handler(std::function<void()> wake) override;
+    void set_wake_handler(std::function<void(bool rescan)> wake) override;
 
     // Counts by state.
     StoreCounts counts();

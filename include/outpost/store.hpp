@@ -97,9 +97,10 @@ class Store {
     // Gives the lease up if it is ours. Never throws.
     virtual void release_lease(const std::string& owner) noexcept = 0;
 
-    // Asks to be told (from any thread) when this process commits new records to the file.
-    // An empty function unregisters.
-    virtual void set_wake_handler(std::function<void()> wake) = 0;
+    // Asks to be told (from any thread) when this process commits new records to the file;
+    // `rescan` is true when records may have become pending before the dispatcher's scan
+    // position (a requeue of dead records), false for new records. An empty function unregisters.
+    virtual void set_wake_handler(std::function<void(bool rescan)> wake) = 0;
 };
 
 }  // namespace outpost

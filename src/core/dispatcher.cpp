@@ -123,6 +123,7 @@ struct Dispatcher::Impl {
     std::size_t outstanding = 0;   // handed to the broker, no completion queued yet
     bool completions_due = false;  // enough completions queued to be worth a step
     bool wake_flag = true;
+    bool rescan_flag = false;  // a wake for records behind the scan position (requeue)
     bool stop_flag = false;
     bool conn_event = false;
     std::uint64_t steps_started = 0;
@@ -190,10 +191,11 @@ struct Dispatcher::Impl {
         emit({DispatchEvent::Kind::error, 0, 0, 0, what});
     }
 
-    void wake() {
+    void wake(bool rescan) {
         {
             std::lock_guard lock(mutex);
             wake_flag = true;
+            rescan_flag = rescan_flag || rescan;
         }
         cv.notify_one();
     }
@@ -709,6 +711,10 @@ struct Dispatcher::Impl {
                 at_end = false;
                 next_expiry_known = false;  // they may carry a ttl
             }
+            if (rescan_flag) {
+                rescan_flag = false;
+                reset_scan();  // requeued records lie before the cursor
+            }
         }
         std::size_t work = 0;
         try {
@@ -834,7 +840,7 @@ Dispatcher::Dispatcher(Store& store, MessageBroker& broker, DispatcherOptions op
         }
         impl->cv.notify_one();
     });
-    store.set_wake_handler([impl] { impl->wake(); });
+    store.set_wake_handler([impl](bool rescan) { impl->wake(rescan); });
 }
 
 Dispatcher::~Dispatcher() {
@@ -897,7 +903,7 @@ std::size_t Dispatcher::run_once() {
 }
 
 void Dispatcher::wake() noexcept {
-    impl_->wake();
+    impl_->wake(true);
 }
 
 bool Dispatcher::drain(std::chrono::milliseconds timeout) {

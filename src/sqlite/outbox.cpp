@@ -68,6 +68,7 @@ struct Outbox::Impl {
     char uid[37] = {};
     // Set by add(), cleared by the WAL hook after the commit that carried the record.
     bool dirty = false;
+    bool requeued = false;  // ... and some of them were dead records moved back to pending
     // Quota bookkeeping (only with max_pending > 0).
     std::uint64_t pending_estimate = 0;
     Clock::time_point quota_checked_at{};
@@ -81,7 +82,8 @@ struct Outbox::Impl {
         auto* self = static_cast<Impl*>(arg);
         if (self->dirty) {
             self->dirty = false;
-            detail::notify_wakers(self->path);
+            detail::notify_wakers(self->path, self->requeued);
+            self->requeued = false;
         }
         if (pages >= kAutoCheckpointPages) {
             // What sqlite3_wal_autocheckpoint() would have done; a busy checkpoint is fine.
@@ -183,12 +185,15 @@ std::int64_t Outbox::add(const Message& m) {
         } else {
             q.bind(11);
         }
+        // Before the step: without an open transaction the step itself commits, and the WAL
+        // hook that wakes the dispatcher runs inside it. (A failed insert leaves the flag set:
+        // one spurious wake-up, harmless.)
+        s.dirty = true;
         const int rc = q.tryExecuteStep();
         q.reset();
         if (rc != SQLITE_DONE) {
             throw SQLite::Exception(s.db.getHandle(), rc);
         }
-        s.dirty = true;
         ++s.pending_estimate;
         return s.db.getLastInsertRowid();
     } catch (const SQLite::Exception& e) {
@@ -203,10 +208,11 @@ void Outbox::requeue(std::int64_t id) {
                             "UPDATE outpost_records SET state = 0, attempts = 0, "
                             "next_attempt_at = 0, done_at = NULL WHERE id = ? AND state = 2");
         q.bind(1, id);
+        impl_->dirty = true;  // before: an autocommit exec runs the WAL hook (see add())
+        impl_->requeued = true;
         if (q.exec() == 0) {
             throw NotFound("record " + std::to_string(id) + " does not exist or is not dead");
         }
-        impl_->dirty = true;
     } catch (const SQLite::Exception& e) {
         detail::rethrow_sqlite(e, "requeueing record " + std::to_string(id));
     }
@@ -214,10 +220,11 @@ void Outbox::requeue(std::int64_t id) {
 
 std::size_t Outbox::requeue_all_dead() {
     try {
+        impl_->dirty = true;  // before: an autocommit exec runs the WAL hook (see add())
+        impl_->requeued = true;
         const int n = impl_->db.exec(
             "UPDATE outpost_records SET state = 0, attempts = 0, next_attempt_at = 0, "
             "done_at = NULL WHERE state = 2");
-        impl_->dirty = impl_->dirty || n > 0;
         return static_cast<std::size_t>(n);
     } catch (const SQLite::Exception& e) {
         detail::rethrow_sqlite(e, "requeueing dead records");

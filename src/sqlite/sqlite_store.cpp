@@ -393,7 +393,7 @@ void SqliteStore::release_lease(const std::string& owner) noexcept {
     }
 }
 
-void SqliteStore::set_wake_handler(std::function<void()> wake) {
+void SqliteStore::set_wake_handler(std::function<void(bool rescan)> wake) {
     if (impl_->waker != 0) {
         detail::unregister_waker(impl_->waker);
         impl_->waker = 0;

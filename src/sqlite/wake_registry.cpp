@@ -12,7 +12,7 @@ namespace {
 struct Entry {
     std::uint64_t token;
     std::string path;
-    std::function<void()> wake;
+    std::function<void(bool)> wake;
 };
 
 struct Registry {
@@ -30,7 +30,7 @@ Registry& registry() {
 
 }  // namespace
 
-std::uint64_t register_waker(const std::string& path, std::function<void()> wake) {
+std::uint64_t register_waker(const std::string& path, std::function<void(bool)> wake) {
     Registry& r = registry();
     std::lock_guard lock(r.mutex);
     const std::uint64_t token = r.next++;
@@ -46,7 +46,7 @@ void unregister_waker(std::uint64_t token) noexcept {
     r.count = r.entries.size();
 }
 
-void notify_wakers(const std::string& path) noexcept {
+void notify_wakers(const std::string& path, bool rescan) noexcept {
     Registry& r = registry();
     if (r.count.load(std::memory_order_relaxed) == 0) {
         return;
@@ -54,7 +54,7 @@ void notify_wakers(const std::string& path) noexcept {
     std::lock_guard lock(r.mutex);
     for (const Entry& e : r.entries) {
         if (e.path == path) {
-            e.wake();  // Dispatcher::wake(): a flag and a condition variable, never throws
+            e.wake(rescan);  // Dispatcher::wake(): a flag and a condition variable, never throws
         }
     }
 }

@@ -12,9 +12,11 @@
 namespace outpost::detail {
 
 // Registers `wake` for `path`; returns a token for unregister().
-std::uint64_t register_waker(const std::string& path, std::function<void()> wake);
+std::uint64_t register_waker(const std::string& path, std::function<void(bool rescan)> wake);
 void unregister_waker(std::uint64_t token) noexcept;
-// Calls every waker registered for `path`. Cheap when none is registered.
-void notify_wakers(const std::string& path) noexcept;
+// Calls every waker registered for `path`. `rescan`: records may have become pending behind the
+// dispatcher's scan position (a requeue), not only after it (new records). Cheap when none is
+// registered.
+void notify_wakers(const std::string& path, bool rescan) noexcept;
 
 }  // namespace outpost::detail

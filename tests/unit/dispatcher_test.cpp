@@ -448,6 +448,30 @@ TEST_F(ThreadedDispatcherTest, ACommitInThisProcessWakesTheDispatcherAtOnce) {
     d->stop();
 }
 
+TEST_F(ThreadedDispatcherTest, ARequeueInThisProcessIsSentAtOnce) {
+    DispatcherOptions o;
+    o.poll_interval = std::chrono::hours(1);  // only the wake-up can find the requeued record
+    o.retry.max_attempts = 1;
+    broker_.reject_next(1, "PUBACK reason 0x87 not authorized", true, 0x87);
+    auto d = threaded(o);
+    d->start();
+    const std::int64_t id = add("t");
+    auto wait_until = [](auto done) {
+        const auto deadline = std::chrono::steady_clock::now() + 5s;
+        while (!done() && std::chrono::steady_clock::now() < deadline) {
+            std::this_thread::sleep_for(1ms);
+        }
+        return done();
+    };
+    ASSERT_TRUE(wait_until([&] { return state_of(id) == std::make_pair(2, 1); }));
+    add("later");  // the scan moves on past the dead record
+    ASSERT_TRUE(wait_until([&] { return broker_.published() == 2; }));
+    outbox_.requeue(id);
+    EXPECT_TRUE(wait_until([&] { return broker_.published() == 3; }));
+    EXPECT_TRUE(d->drain(5s));
+    d->stop();
+}
+
 TEST_F(ThreadedDispatcherTest, DrainReturnsWhenNothingIsPendingOrFalseOnTimeout) {
     auto d = threaded();
     d->start();
