@@ -48,8 +48,7 @@ struct LeaseStatus {
 };
 
 struct AdminStats {
-    StoreCounts counts;  // pending/delivered/dead/expired, pending bytes, oldest pending
-    std::uint64_t delivered_bytes = 0, dead_bytes = 0, expired_bytes = 0;
+    StoreCounts counts;  // records and payload bytes by state, oldest pending
     // The topics with the most records, most first (ties by topic name), at most `top_topics`.
     std::vector<TopicCount> top_topics;
     int schema_version = 0;

@@ -54,7 +54,8 @@ struct LeaseInfo {
 // Counts of records by state (and bytes of payload).
 struct StoreCounts {
     std::uint64_t pending = 0, delivered = 0, dead = 0, expired = 0;
-    std::uint64_t pending_bytes = 0;
+    std::uint64_t pending_bytes = 0;  // payload bytes by state
+    std::uint64_t delivered_bytes = 0, dead_bytes = 0, expired_bytes = 0;
     std::optional<std::int64_t> oldest_pending_at;  // created_at of the oldest pending record
 };
 

@@ -258,33 +258,7 @@ AdminStats Admin::stats(std::size_t top_topics) {
     s.now_ms = now_ms();
     s.schema_version = impl_->version;
     try {
-        SQLite::Statement q(*impl_->db,
-                            "SELECT state, count(*), coalesce(sum(length(payload)), 0), "
-                            "min(created_at) FROM outpost_records GROUP BY state");
-        while (q.executeStep()) {
-            const auto n = static_cast<std::uint64_t>(q.getColumn(1).getInt64());
-            const auto bytes = static_cast<std::uint64_t>(q.getColumn(2).getInt64());
-            switch (static_cast<RecordState>(q.getColumn(0).getInt())) {
-                case RecordState::pending:
-                    s.counts.pending = n;
-                    s.counts.pending_bytes = bytes;
-                    s.counts.oldest_pending_at = q.getColumn(3).getInt64();
-                    break;
-                case RecordState::delivered:
-                    s.counts.delivered = n;
-                    s.delivered_bytes = bytes;
-                    break;
-                case RecordState::dead:
-                    s.counts.dead = n;
-                    s.dead_bytes = bytes;
-                    break;
-                case RecordState::expired:
-                    s.counts.expired = n;
-                    s.expired_bytes = bytes;
-                    break;
-            }
-        }
-        q.reset();  // ends the read before the next statement
+        s.counts = detail::count_records(*impl_->db);  // one statement, ended before the next
 
         if (top_topics > 0) {
             SQLite::Statement t(*impl_->db,

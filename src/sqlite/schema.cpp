@@ -161,20 +161,24 @@ StoreCounts count_records(SQLite::Database& db) {
                             "FROM outpost_records GROUP BY state");
         while (q.executeStep()) {
             const auto n = static_cast<std::uint64_t>(q.getColumn(1).getInt64());
+            const auto bytes = static_cast<std::uint64_t>(q.getColumn(2).getDouble());
             switch (static_cast<RecordState>(q.getColumn(0).getInt())) {
                 case RecordState::pending:
                     c.pending = n;
-                    c.pending_bytes = static_cast<std::uint64_t>(q.getColumn(2).getDouble());
+                    c.pending_bytes = bytes;
                     c.oldest_pending_at = q.getColumn(3).getInt64();
                     break;
                 case RecordState::delivered:
                     c.delivered = n;
+                    c.delivered_bytes = bytes;
                     break;
                 case RecordState::dead:
                     c.dead = n;
+                    c.dead_bytes = bytes;
                     break;
                 case RecordState::expired:
                     c.expired = n;
+                    c.expired_bytes = bytes;
                     break;
             }
         }

@@ -217,5 +217,7 @@ TEST_F(OutboxTest, CountsByState) {
     EXPECT_EQ(c.pending, 2u);
     EXPECT_EQ(c.dead, 1u);
     EXPECT_EQ(c.pending_bytes, std::string("payload of a").size() * 2);
+    EXPECT_EQ(c.dead_bytes, std::string("payload of c").size());
+    EXPECT_EQ(c.delivered_bytes, 0u);
     EXPECT_EQ(c.oldest_pending_at, clock_.wall_ms());
 }

@@ -166,9 +166,9 @@ int run_stats(const Common& common, const StatsArgs& args) {
               {"expired", s.counts.expired}}},
             {"bytes",
              {{"pending", s.counts.pending_bytes},
-              {"delivered", s.delivered_bytes},
-              {"dead", s.dead_bytes},
-              {"expired", s.expired_bytes}}},
+              {"delivered", s.counts.delivered_bytes},
+              {"dead", s.counts.dead_bytes},
+              {"expired", s.counts.expired_bytes}}},
             {"oldest_pending_at", optional_json(s.counts.oldest_pending_at)},
             {"oldest_pending_age_ms", optional_json(oldest_age)},
             {"top_topics", topics},
@@ -204,9 +204,10 @@ int run_stats(const Common& common, const StatsArgs& args) {
     std::cout << '\n';
     Table states({{"STATE"}, {"RECORDS", true}, {"BYTES", true}});
     states.add({"pending", std::to_string(s.counts.pending), format_bytes(s.counts.pending_bytes)});
-    states.add({"delivered", std::to_string(s.counts.delivered), format_bytes(s.delivered_bytes)});
-    states.add({"dead", std::to_string(s.counts.dead), format_bytes(s.dead_bytes)});
-    states.add({"expired", std::to_string(s.counts.expired), format_bytes(s.expired_bytes)});
+    states.add(
+        {"delivered", std::to_string(s.counts.delivered), format_bytes(s.counts.delivered_bytes)});
+    states.add({"dead", std::to_string(s.counts.dead), format_bytes(s.counts.dead_bytes)});
+    states.add({"expired", std::to_string(s.counts.expired), format_bytes(s.counts.expired_bytes)});
     states.print(std::cout);
     if (!s.top_topics.empty()) {
         std::cout << '\n';
