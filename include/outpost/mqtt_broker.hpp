@@ -77,6 +77,11 @@ struct MqttOptions {
     std::chrono::milliseconds connect_timeout{std::chrono::seconds(10)};
     // Last will. Default none.
     std::optional<MqttWill> will;
+    // MQTT 5: the name of the user property that carries record.uid, so consumers can drop the
+    // duplicates at-least-once delivery makes. Default "outpost-id". Empty: no id is sent (paho
+    // copies every property several times per message; outpost-bench's drain-qos1-id line gives
+    // the price). Ignored on MQTT 3.1.1.
+    std::string id_property = "outpost-id";
 
     // Throws InvalidConfig naming the field when a value is out of range. Does not touch the
     // file system or the network (files named in `tls` are checked by connect()).
@@ -104,10 +109,10 @@ const char* mqtt_reason_name(int reason_code) noexcept;
 //   >= 0x80 is a rejection, text "PUBACK reason 0x87 not authorized" (PUBREC for QoS 2);
 //   permanent for not authorized (0x87), topic name invalid (0x90), packet too large (0x95) and
 //   payload format invalid (0x99), transient for the others (quota exceeded 0x97, ...).
-// - MQTT 5 mapping: headers become user properties, plus the user property `outpost-id` =
-//   record.uid; content_type becomes the content type; expires_at becomes the message expiry
-//   interval (the seconds left, rounded up, at least 1, also for an already expired record).
-//   MQTT 3.1.1 sends topic, payload, qos and retain only.
+// - MQTT 5 mapping: headers become user properties, plus the user property `outpost-id` (named
+//   by options.id_property; none when empty) = record.uid; content_type becomes the content type;
+//   expires_at becomes the message expiry interval (the seconds left, rounded up, at least 1, also
+//   for an already expired record). MQTT 3.1.1 sends topic, payload, qos and retain only.
 // - No persistence and no offline buffer in paho: a message exists in memory only while its
 //   publish is in flight. Publishing while disconnected completes with connection_lost at once.
 // - When the connection drops (or the broker sends DISCONNECT), connected() turns false, every

@@ -571,7 +571,9 @@ struct MqttBroker::Impl {
         for (const Header& h : m.headers) {
             props.add(mqtt::property(mqtt::property::USER_PROPERTY, h.name, h.value));
         }
-        props.add(mqtt::property(mqtt::property::USER_PROPERTY, std::string("outpost-id"), r.uid));
+        if (!options.id_property.empty()) {
+            props.add(mqtt::property(mqtt::property::USER_PROPERTY, options.id_property, r.uid));
+        }
         if (m.content_type) {
             props.add(mqtt::property(mqtt::property::CONTENT_TYPE, *m.content_type));
         }
@@ -584,7 +586,9 @@ struct MqttBroker::Impl {
             props.add(mqtt::property(mqtt::property::MESSAGE_EXPIRY_INTERVAL,
                                      static_cast<std::int32_t>(secs)));
         }
-        msg->set_properties(std::move(props));
+        if (!props.empty()) {
+            msg->set_properties(std::move(props));
+        }
         return msg;
     }
 
@@ -607,7 +611,8 @@ struct MqttBroker::Impl {
             std::lock_guard lock(mutex);
             if (up.load() && client) {
                 if (maximum_packet_size != 0 &&
-                    mqtt_detail::publish_packet_size(record, mqtt5()) > maximum_packet_size) {
+                    mqtt_detail::publish_packet_size(record, mqtt5(), options.id_property) >
+                        maximum_packet_size) {
                     too_large = maximum_packet_size;
                 } else {
                     seq = ++next_seq;

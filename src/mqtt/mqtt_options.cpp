@@ -118,6 +118,7 @@ void MqttOptions::validate() const {
     if (connect_timeout > std::chrono::hours(1)) {
         invalid("connect_timeout", "must be at most 1 hour");
     }
+    check_mqtt_string("id_property", id_property);
     if (will) {
         if (will->topic.empty()) {
             invalid("will.topic", "required when a will is set");

@@ -271,17 +271,19 @@ std::size_t varint_size(std::size_t n) {
 
 }  // namespace
 
-std::size_t publish_packet_size(const Record& record, bool mqtt5) {
+std::size_t publish_packet_size(const Record& record, bool mqtt5, const std::string& id_property) {
     const Message& m = record.message;
     std::size_t remaining = 2 + m.topic.size() + (m.qos > 0 ? 2 : 0) + m.payload.size();
     if (mqtt5) {
         // The properties MqttBroker adds (mqtt_broker.cpp, to_message): user properties,
-        // outpost-id, content type, message expiry interval. No topic alias.
+        // the id property, content type, message expiry interval. No topic alias.
         std::size_t props = 0;
         for (const Header& h : m.headers) {
             props += 1 + 2 + h.name.size() + 2 + h.value.size();
         }
-        props += 1 + 2 + std::string("outpost-id").size() + 2 + record.uid.size();
+        if (!id_property.empty()) {
+            props += 1 + 2 + id_property.size() + 2 + record.uid.size();
+        }
         if (m.content_type) {
             props += 1 + 2 + m.content_type->size();
         }

@@ -36,6 +36,6 @@ PublishResult publish_failure(int paho_rc, const std::string& paho_message,
 
 // The size in bytes of the PUBLISH packet MqttBroker sends for `record` (MQTT 5 adds the
 // properties), to compare with the server's maximum packet size.
-std::size_t publish_packet_size(const Record& record, bool mqtt5);
+std::size_t publish_packet_size(const Record& record, bool mqtt5, const std::string& id_property);
 
 }  // namespace outpost::mqtt_detail

@@ -242,6 +242,37 @@ TEST(MqttBroker, Mqtt5PropertiesArrive) {
     EXPECT_LE(*b.expiry_interval, 1);
 }
 
+TEST(MqttBroker, IdPropertyIsRenamedOrLeftOut) {
+    Mosquitto mosq;
+    Subscriber sub(mosq.uri(), "ids/#", 1, 5);
+    Results results;
+    MqttOptions named = options_for(mosq.uri());
+    named.id_property = "msg-id";
+    MqttOptions none = options_for(mosq.uri());
+    none.client_id += "-none";
+    none.id_property.clear();
+    MqttBroker a(named);
+    MqttBroker b(none);
+    a.connect(5s);
+    b.connect(5s);
+    Record ra = make_record(1, "ids/a", "x");
+    ra.message.headers = {{"sensor", "kitchen"}};
+    Record rb = make_record(2, "ids/b", "y");
+    a.publish(ra, results.callback_for(1));
+    b.publish(rb, results.callback_for(2));
+    ASSERT_TRUE(results.wait_for(2, 5s));
+    ASSERT_TRUE(sub.wait_for_count(2, 5s));
+    std::map<std::string, testing::Received> by_topic;
+    for (const auto& m : sub.messages()) {
+        by_topic[m.topic] = m;
+    }
+    const auto& got_a = by_topic["ids/a"];
+    ASSERT_EQ(got_a.user_properties.size(), 2u);
+    EXPECT_EQ(got_a.property("msg-id"), ra.uid);
+    EXPECT_FALSE(got_a.property("outpost-id").has_value());
+    EXPECT_TRUE(by_topic["ids/b"].user_properties.empty());
+}
+
 TEST(MqttBroker, Mqtt311SendsNoProperties) {
     Mosquitto mosq;
     Subscriber sub(mosq.uri(), "props/#", 1, 5);  // an MQTT 5 subscriber would see any

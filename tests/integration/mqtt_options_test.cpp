@@ -38,6 +38,7 @@ TEST(MqttOptions, DefaultsWithServerAndClientIdAreValid) {
     EXPECT_EQ(o.keepalive, std::chrono::seconds(30));
     EXPECT_EQ(o.connect_timeout, std::chrono::seconds(10));
     EXPECT_FALSE(o.will.has_value());
+    EXPECT_EQ(o.id_property, "outpost-id");
 }
 
 TEST(MqttOptions, EachRuleNamesItsField) {
@@ -86,6 +87,11 @@ TEST(MqttOptions, EachRuleNamesItsField) {
         MqttOptions o = valid();
         o.connect_timeout = std::chrono::milliseconds(200);
         expect_invalid(o, "connect_timeout");
+    }
+    {
+        MqttOptions o = valid();
+        o.id_property = std::string("id\0x", 4);
+        expect_invalid(o, "id_property");
     }
     {
         MqttOptions o = valid();
