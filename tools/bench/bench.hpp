@@ -60,9 +60,11 @@ void backlog_scenario(const Config& c, std::vector<Result>& out);
 void idle_scenario(const Config& c, std::vector<Result>& out);
 void footprint_scenario(const Config& c, std::vector<Result>& out);
 
-// Child mode (run through self_exe): drains the outbox at `db` to `uri` with the dispatcher and
-// prints "<messages/s> <peak RSS KiB>" on stdout. Returns the exit code.
-int drain_child(const std::string& db, const std::string& uri, std::uint64_t expected);
+// Child mode (run through self_exe): drains the outbox at `db` to `uri` with the dispatcher
+// (MqttOptions::id_property = `id_property`) and prints "<messages/s> <peak RSS KiB>" on stdout.
+// Returns the exit code.
+int drain_child(const std::string& db, const std::string& uri, std::uint64_t expected,
+                const std::string& id_property);
 
 // A TCP proxy on a free loopback port that forwards to 127.0.0.1:target_port, holding every
 // chunk back `one_way` in each direction (a link with 2 x one_way round trip).
@@ -84,8 +86,10 @@ class DelayProxy {
 // The raw baselines, without any database.
 struct RawPublisher {
     // Publishes `n` 200-byte QoS 1 messages to `uri` with at most `window` unacknowledged;
-    // returns messages per second.
-    static double drain(const std::string& uri, std::uint64_t n, std::size_t window);
+    // returns messages per second. With `id_property` non-empty each message carries a user
+    // property of that name with a 36-character id of its own, as MqttBroker sends a uid.
+    static double drain(const std::string& uri, std::uint64_t n, std::size_t window,
+                        const std::string& id_property = "");
     // Publishes one message every `interval` and waits for its PUBACK; returns the round trips
     // in milliseconds.
     static std::vector<double> round_trips(const std::string& uri, std::size_t n,
@@ -97,8 +101,10 @@ struct RawPublisher {
 double naive_drain(const std::string& db, const std::string& uri, std::uint64_t n,
                    const std::string& synchronous);
 
-// outpost's dispatcher draining `n` pending records at `db`; returns messages per second.
+// outpost's dispatcher draining `n` pending records at `db`, with MqttOptions::id_property =
+// `id_property` (empty: the same packets as the raw publisher); returns messages per second.
 double outpost_drain(const std::string& db, const std::string& uri, std::uint64_t n,
-                     std::size_t window, const std::string& synchronous);
+                     std::size_t window, const std::string& synchronous,
+                     const std::string& id_property);
 
 }  // namespace outpost::bench

@@ -131,7 +131,11 @@ Result rate_result(std::string scenario, double ours, double base, double goal, 
     return r;
 }
 
-// Runs this binary in child mode to drain `db`; returns {rate, peak RSS KiB}.
+// MqttOptions' default id property.
+constexpr const char* kIdProperty = "outpost-id";
+
+// Runs this binary in child mode to drain `db` (outpost's defaults, the id property sent);
+// returns {rate, peak RSS KiB}.
 std::pair<double, long> drain_in_child(const Config& c, const std::string& db, std::uint64_t n) {
     int out[2];
     if (::pipe(out) != 0) {
@@ -144,7 +148,7 @@ std::pair<double, long> drain_in_child(const Config& c, const std::string& db, s
         ::close(out[1]);
         const std::string count = std::to_string(n);
         ::execl(c.self_exe.c_str(), c.self_exe.c_str(), "--drain-child", db.c_str(),
-                c.broker_uri.c_str(), count.c_str(), static_cast<char*>(nullptr));
+                c.broker_uri.c_str(), count.c_str(), kIdProperty, static_cast<char*>(nullptr));
         ::_exit(127);
     }
     ::close(out[1]);
@@ -166,16 +170,47 @@ std::pair<double, long> drain_in_child(const Config& c, const std::string& db, s
     return {rate, rss};
 }
 
+// Replaces whatever is at `path` with a backlog of `n` pending records.
+void fresh_backlog(const std::string& path, std::uint64_t n) {
+    for (const char* suffix : {"", "-wal", "-shm"}) {
+        std::filesystem::remove(path + suffix);
+    }
+    prefill(path, n);
+}
+
+// Runs `base` and `ours` in turn, `rounds` times each; returns their medians {base, ours}.
+template <typename Base, typename Ours>
+std::pair<double, double> take_turns(int rounds, Base base, Ours ours) {
+    std::vector<double> b, o;
+    for (int i = 0; i < rounds; ++i) {
+        b.push_back(base());
+        o.push_back(ours());
+    }
+    return {median(b), median(o)};
+}
+
 }  // namespace
 
-double RawPublisher::drain(const std::string& uri, std::uint64_t n, std::size_t window) {
+double RawPublisher::drain(const std::string& uri, std::uint64_t n, std::size_t window,
+                           const std::string& id_property) {
     RawClient client(uri);
     Window w(window);
     const std::string body = payload_for(0);
+    // A uid's shape: 36 characters, a counter in the last 12.
+    std::string id = "01890a5d-ac96-774b-bcce-000000000000";
     const auto t0 = Clock::now();
     for (std::uint64_t i = 0; i < n; ++i) {
         w.acquire();
         auto msg = mqtt::make_message("bench/raw", body.data(), body.size(), 1, false);
+        if (!id_property.empty()) {
+            std::uint64_t v = i;
+            for (std::size_t k = id.size(); k-- > id.size() - 12; v >>= 4) {
+                id[k] = "0123456789abcdef"[v & 15];
+            }
+            mqtt::properties props;
+            props.add(mqtt::property(mqtt::property::USER_PROPERTY, id_property, id));
+            msg->set_properties(std::move(props));
+        }
         client.cli.publish(msg, nullptr, w);
     }
     w.wait_empty();
@@ -242,13 +277,15 @@ double naive_drain(const std::string& path, const std::string& uri, std::uint64_
 }
 
 double outpost_drain(const std::string& path, const std::string& uri, std::uint64_t n,
-                     std::size_t window, const std::string& synchronous) {
+                     std::size_t window, const std::string& synchronous,
+                     const std::string& id_property) {
     SqliteStoreOptions so;
     so.synchronous = synchronous;
     SqliteStore store(path, so);
     MqttOptions mo;
     mo.servers = {uri};
     mo.client_id = client_id("outpost");
+    mo.id_property = id_property;
     MqttBroker broker(mo);
     DispatcherOptions o;
     o.window = window;
@@ -269,9 +306,10 @@ double outpost_drain(const std::string& path, const std::string& uri, std::uint6
     return static_cast<double>(n) / secs;
 }
 
-int drain_child(const std::string& db, const std::string& uri, std::uint64_t expected) {
+int drain_child(const std::string& db, const std::string& uri, std::uint64_t expected,
+                const std::string& id_property) {
     try {
-        const double rate = outpost_drain(db, uri, expected, 100, "NORMAL");
+        const double rate = outpost_drain(db, uri, expected, 100, "NORMAL", id_property);
         std::printf("%.1f %ld\n", rate, peak_rss_kib());
         return 0;
     } catch (const std::exception& e) {
@@ -282,28 +320,48 @@ int drain_child(const std::string& db, const std::string& uri, std::uint64_t exp
 
 void drain_scenarios(const Config& c, std::vector<Result>& out) {
     testing::TempDir dir;
-    // drain-qos1: outpost against the raw publisher, same window, 100 in flight.
-    {
+    // drain-qos1: outpost against the raw publisher, same window, 100 in flight, the same
+    // packets on the wire (no id property on either side); drain-qos1-id: both sides add a
+    // 36-character id user property to every message, as outpost does by default.
+    // Rates on this VM swing by a third from one run to the next: the two sides take turns,
+    // `rounds` times, and each reports its median.
+    const int rounds = c.quick ? 1 : 3;
+    for (const std::string id : {"", kIdProperty}) {
         const std::uint64_t n = c.quick ? 10'000 : 100'000;
-        const std::string db = dir.file("qos1.db");
-        prefill(db, n);
-        const double base = RawPublisher::drain(c.broker_uri, n, 100);
-        const double ours = outpost_drain(db, c.broker_uri, n, 100, "NORMAL");
-        out.push_back(rate_result("drain-qos1", ours, base, 0.90,
-                                  std::to_string(n) + " x 200 B, QoS 1, window 100"));
+        const std::string db = dir.file("qos1" + id + ".db");
+        const auto [base, ours] = take_turns(
+            rounds, [&] { return RawPublisher::drain(c.broker_uri, n, 100, id); },
+            [&] {
+                fresh_backlog(db, n);
+                return outpost_drain(db, c.broker_uri, n, 100, "NORMAL", id);
+            });
+        out.push_back(
+            rate_result(id.empty() ? "drain-qos1" : "drain-qos1-id", ours, base, 0.90,
+                        std::to_string(n) + " x 200 B, QoS 1, window 100, " +
+                            (id.empty() ? "no id property (the same packets)"
+                                        : "both add user property " + id + " (outpost's default)") +
+                            ", median of " + std::to_string(rounds)));
     }
     // drain-naive at NORMAL and FULL.
     for (const std::string sync : {"NORMAL", "FULL"}) {
         const std::uint64_t n = c.quick ? 2'000 : (sync == "FULL" ? 5'000 : 20'000);
         const std::string a = dir.file("naive-" + sync + ".db");
         const std::string b = dir.file("ours-" + sync + ".db");
-        prefill(a, n);
-        prefill(b, n);
-        const double base = naive_drain(a, c.broker_uri, n, sync);
-        const double ours = outpost_drain(b, c.broker_uri, n, 100, sync);
+        const auto [base, ours] = take_turns(
+            rounds,
+            [&] {
+                fresh_backlog(a, n);
+                return naive_drain(a, c.broker_uri, n, sync);
+            },
+            [&] {
+                fresh_backlog(b, n);
+                return outpost_drain(b, c.broker_uri, n, 100, sync, "");
+            });
         out.push_back(rate_result("drain-naive-" + std::string(sync == "FULL" ? "full" : "normal"),
                                   ours, base, sync == "FULL" ? 10.0 : 2.5,
-                                  std::to_string(n) + " x 200 B, synchronous=" + sync));
+                                  std::to_string(n) + " x 200 B, synchronous=" + sync +
+                                      ", the same packets (no id property), median of " +
+                                      std::to_string(rounds)));
     }
     // drain-rtt20: through a proxy that holds every chunk 10 ms each way.
     {
@@ -315,7 +373,7 @@ void drain_scenarios(const Config& c, std::vector<Result>& out) {
         prefill(a, naive_n);
         prefill(b, ours_n);
         const double base = naive_drain(a, proxy.uri(), naive_n, "NORMAL");
-        const double ours = outpost_drain(b, proxy.uri(), ours_n, 1000, "NORMAL");
+        const double ours = outpost_drain(b, proxy.uri(), ours_n, 1000, "NORMAL", "");
         out.push_back(rate_result("drain-rtt20", ours, base, 50.0,
                                   "20 ms round trip; outpost window 1000; naive " +
                                       std::to_string(naive_n) + " msg, outpost " +

@@ -103,8 +103,8 @@ void print_table(const std::vector<Result>& rs) {
 
 int main(int argc, char** argv) {
     // Child and profiling modes: drain an existing backlog, or make one.
-    if (argc == 5 && std::strcmp(argv[1], "--drain-child") == 0) {
-        return drain_child(argv[2], argv[3], std::stoull(argv[4]));
+    if ((argc == 5 || argc == 6) && std::strcmp(argv[1], "--drain-child") == 0) {
+        return drain_child(argv[2], argv[3], std::stoull(argv[4]), argc == 6 ? argv[5] : "");
     }
     if (argc == 4 && std::strcmp(argv[1], "--prefill") == 0) {
         prefill(argv[2], std::stoull(argv[3]));
@@ -134,7 +134,8 @@ int main(int argc, char** argv) {
                 "baseline, ratio, unit, goal, met, note). ratio is\noutpost/baseline for rates "
                 "and baseline/outpost for times and memory: higher is better.\n\n"
                 "For profiling: --prefill DB N makes a backlog of N records; --drain-child DB "
-                "URI N drains it\nwith the dispatcher and prints '<msg/s> <peak RSS KiB>'.\n");
+                "URI N [ID]\ndrains it with the dispatcher and prints '<msg/s> <peak RSS KiB>' "
+                "(ID: the id property's\nname, default none).\n");
             return 0;
         } else {
             std::fprintf(stderr, "outpost-bench: unknown argument '%s' (try --help)\n", a.c_str());
