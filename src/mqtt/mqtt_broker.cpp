@@ -12,11 +12,13 @@
 // One paho client, reused. Measured with paho-c 1.3.12: a client connects in ~10 ms when it is
 // the only one in the process, but in 1-2 s while another client object exists (its network
 // thread polls the existing sockets for 1 s before it looks at the new one). Reconnecting the
-// same client object is fast, so the client lives as long as the broker. The exception is a
-// connect attempt we gave up on at our timeout while paho was still working on it: paho then
-// never completes a second connect on that client, so it is "poisoned" and destroyed (~100-200
-// ms) at the start of the next connect(), within that call's deadline, before a fresh one is
-// made.
+// same client object is fast, so the client lives while the broker is connected and through
+// the first reconnect attempt after a loss. A failed connect attempt destroys it (~100-200 ms,
+// paho stopping its threads when no client is left): offline, an idle client's threads are most
+// of the process's CPU. A connect attempt we gave up on at our timeout while paho was still
+// working on it "poisons" the client (paho never completes a second connect on it); it is
+// destroyed at the start of the next connect(), within that call's deadline, before a fresh one
+// is made.
 #include "outpost/mqtt_broker.hpp"
 
 #include <mqtt/async_client.h>
@@ -445,6 +447,34 @@ struct MqttBroker::Impl {
         return l;
     }
 
+    // One connect attempt on the current client; throws BrokerError.
+    void attempt_connect(const mqtt::connect_options& copts, steady::time_point deadline,
+                         milliseconds timeout, const std::string& target, std::string& server_uri,
+                         ServerLimits& limits) {
+        try {
+            mqtt::token_ptr tok = client->paho.connect(copts);
+            const auto left =
+                std::max(milliseconds(0),
+                         std::chrono::duration_cast<milliseconds>(deadline - steady::now()));
+            if (!tok->wait_for(left)) {
+                client->poisoned = true;
+                throw BrokerError("cannot connect to " + target + ": no answer within " +
+                                      std::to_string(timeout.count()) + " ms",
+                                  true);
+            }
+            const mqtt::connect_response response = tok->get_connect_response();
+            server_uri = configured_uri(response.get_server_uri());
+            limits = limits_from(response.get_properties());
+        } catch (const mqtt::exception& e) {
+            const int rc = e.get_return_code();
+            const auto failure = rc > 0 ? mqtt_detail::classify_connack(rc, mqtt5())
+                                        : mqtt_detail::classify_connect_error(
+                                              rc, e.get_message(), tls_failure(rc, deadline));
+            throw BrokerError("cannot connect to " + target + ": " + failure.reason,
+                              failure.transient, rc);
+        }
+    }
+
     void connect(milliseconds timeout) {
         if (up.load()) {
             return;
@@ -478,26 +508,16 @@ struct MqttBroker::Impl {
         std::string server_uri;
         ServerLimits limits;
         try {
-            mqtt::token_ptr tok = client->paho.connect(copts);
-            const auto left =
-                std::max(milliseconds(0),
-                         std::chrono::duration_cast<milliseconds>(deadline - steady::now()));
-            if (!tok->wait_for(left)) {
-                client->poisoned = true;
-                throw BrokerError("cannot connect to " + target + ": no answer within " +
-                                      std::to_string(timeout.count()) + " ms",
-                                  true);
+            attempt_connect(copts, deadline, timeout, target, server_uri, limits);
+        } catch (const BrokerError&) {
+            // Offline, a paho client costs CPU for nothing: its receive thread polls ten times a
+            // second and its send thread once. Without any client paho stops both threads, and
+            // the next attempt makes a fresh client (the only one, so it connects at once). A
+            // poisoned client goes at the start of the next connect(), as before.
+            if (client && !client->poisoned) {
+                destroy_client(milliseconds(0));
             }
-            const mqtt::connect_response response = tok->get_connect_response();
-            server_uri = configured_uri(response.get_server_uri());
-            limits = limits_from(response.get_properties());
-        } catch (const mqtt::exception& e) {
-            const int rc = e.get_return_code();
-            const auto failure = rc > 0 ? mqtt_detail::classify_connack(rc, mqtt5())
-                                        : mqtt_detail::classify_connect_error(
-                                              rc, e.get_message(), tls_failure(rc, deadline));
-            throw BrokerError("cannot connect to " + target + ": " + failure.reason,
-                              failure.transient, rc);
+            throw;
         }
 
         bool lost_already = false;
