@@ -53,6 +53,11 @@ constexpr int kMaxBufferedMessages = 1 << 20;
 // paho's own in-flight cap; the dispatcher's window is the throttle (NOTES.md).
 constexpr int kMaxInflight = 65535;
 
+// From this many QoS 1/2 publishes in flight on, a new publish is held back and sent by paho's
+// receive thread when the next acknowledgement arrives (see publish()). Below it (a trickle, the
+// latency case) publish() sends at once: a lone publish never waits for someone else's answer.
+constexpr std::size_t kHandOffInFlight = 8;
+
 bool is_tls_uri(const std::string& uri) {
     return uri.starts_with("ssl://") || uri.starts_with("mqtts://") || uri.starts_with("wss://");
 }
@@ -180,24 +185,42 @@ struct MqttBroker::Impl {
         return out;
     }
 
-    // Hands publishes to paho; never with `mutex` held (paho takes its own lock, and calls us
-    // back from its threads).
-    void send_all(std::vector<Held>& batch) {
-        for (Held& h : batch) {
-            send(h.seq, h.msg);
+    // Hands publishes to paho, in order; never with `mutex` held (paho takes its own lock, and
+    // calls us back from its threads). Runs on the caller's thread or, for held-back publishes,
+    // on paho's receive thread, so `client` is read under `client_mutex`.
+    void send_all(const std::vector<Held>& batch) {
+        if (batch.empty()) {
+            return;
+        }
+        std::vector<std::pair<std::uint64_t, PublishResult>> refused;
+        {
+            std::lock_guard lock(client_mutex);
+            for (const Held& h : batch) {
+                if (auto failure = try_send(h.seq, h.msg)) {
+                    refused.emplace_back(h.seq, std::move(*failure));
+                }
+            }
+        }
+        for (const auto& [seq, result] : refused) {
+            finish(seq, result);
         }
     }
 
-    void send(std::uint64_t seq, const mqtt::message_ptr& msg) {
+    // Caller holds `client_mutex`. nullopt once paho took the publish, else why it did not.
+    std::optional<PublishResult> try_send(std::uint64_t seq, const mqtt::message_ptr& msg) {
+        if (!client) {
+            return PublishResult::lost("not connected to " + server_list(options.servers));
+        }
         try {
             client->paho.publish(msg, reinterpret_cast<void*>(static_cast<std::uintptr_t>(seq)),
                                  client->listener);
+            return std::nullopt;
         } catch (const mqtt::exception& e) {
-            finish(seq, mqtt_detail::publish_failure(e.get_return_code(), e.get_message(),
-                                                     server_copy()));
+            return mqtt_detail::publish_failure(e.get_return_code(), e.get_message(),
+                                                server_copy());
         } catch (const std::exception& e) {
-            finish(seq, PublishResult::rejected_with(
-                            0, std::string("refused by the MQTT client: ") + e.what(), false));
+            return PublishResult::rejected_with(
+                0, std::string("refused by the MQTT client: ") + e.what(), false);
         }
     }
 
@@ -390,7 +413,9 @@ struct MqttBroker::Impl {
         // outbox table is the only store.
         create.set_send_while_disconnected(false);
         try {
-            client = std::make_unique<Client>(*this, create);
+            auto fresh = std::make_unique<Client>(*this, create);
+            std::lock_guard lock(client_mutex);
+            client = std::move(fresh);
         } catch (const mqtt::exception& e) {
             throw BrokerError("cannot connect to " + server_list(options.servers) + ": " + e.what(),
                               false, e.get_return_code());
@@ -419,7 +444,14 @@ struct MqttBroker::Impl {
             }
         } catch (...) {
         }
-        client.reset();
+        std::unique_ptr<Client> old;
+        {
+            // Taken out under the lock, destroyed outside it: paho's destroy waits for its
+            // receive thread, which may be waiting for this lock to hand over a publish.
+            std::lock_guard lock(client_mutex);
+            old = std::move(client);
+        }
+        old.reset();
     }
 
     struct ServerLimits {
@@ -637,7 +669,11 @@ struct MqttBroker::Impl {
                 } else {
                     seq = ++next_seq;
                     Pending p{std::move(done), qos};
-                    if (qos == 0 || (held.empty() && in_flight < receive_maximum)) {
+                    // With a stream of acknowledgements coming, the publish waits for the next
+                    // one and paho's receive thread sends it (finish()): one thread less
+                    // fighting over paho's global lock, measured +10-15% drain rate.
+                    if (qos == 0 || (held.empty() && in_flight < receive_maximum &&
+                                     in_flight < kHandOffInFlight)) {
                         p.sent = true;
                         in_flight += qos > 0 ? 1 : 0;
                         send_now = true;
@@ -664,10 +700,8 @@ struct MqttBroker::Impl {
             complete(p, PublishResult::lost("not connected to " + server_list(options.servers)));
             return;
         }
-        // `client` is replaced only by connect() and the destructor, which run on the caller's
-        // thread, like publish().
         if (send_now) {
-            send(seq, msg);
+            send_all({Held{seq, msg}});
         }
     }
 
@@ -733,6 +767,9 @@ struct MqttBroker::Impl {
     std::mutex handler_mutex;
     std::shared_ptr<ConnectionHandler> handler;
 
+    // Guards the `client` pointer against the receive thread's sends (finish() -> send_all()).
+    // Replaced only by connect() and the destructor, on the caller's thread.
+    std::mutex client_mutex;
     // Last member: destroyed first (the destructor destroys it explicitly anyway).
     std::unique_ptr<Client> client;
 };
