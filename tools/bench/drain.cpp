@@ -178,13 +178,16 @@ void fresh_backlog(const std::string& path, std::uint64_t n) {
     prefill(path, n);
 }
 
-// Runs `base` and `ours` in turn, `rounds` times each; returns their medians {base, ours}.
+// Runs `base` and `ours` in turn, `rounds` times each, telling each round on stderr; returns
+// their medians {base, ours}.
 template <typename Base, typename Ours>
-std::pair<double, double> take_turns(int rounds, Base base, Ours ours) {
+std::pair<double, double> take_turns(const std::string& name, int rounds, Base base, Ours ours) {
     std::vector<double> b, o;
     for (int i = 0; i < rounds; ++i) {
         b.push_back(base());
         o.push_back(ours());
+        std::fprintf(stderr, "outpost-bench: %s round %d/%d: baseline %.0f, outpost %.0f\n",
+                     name.c_str(), i + 1, rounds, b.back(), o.back());
     }
     return {median(b), median(o)};
 }
@@ -329,8 +332,9 @@ void drain_scenarios(const Config& c, std::vector<Result>& out) {
     for (const std::string id : {"", kIdProperty}) {
         const std::uint64_t n = c.quick ? 10'000 : 100'000;
         const std::string db = dir.file("qos1" + id + ".db");
+        const std::string name = id.empty() ? "drain-qos1" : "drain-qos1-id";
         const auto [base, ours] = take_turns(
-            rounds, [&] { return RawPublisher::drain(c.broker_uri, n, 100, id); },
+            name, rounds, [&] { return RawPublisher::drain(c.broker_uri, n, 100, id); },
             [&] {
                 fresh_backlog(db, n);
                 return outpost_drain(db, c.broker_uri, n, 100, "NORMAL", id);
@@ -344,11 +348,12 @@ void drain_scenarios(const Config& c, std::vector<Result>& out) {
     }
     // drain-naive at NORMAL and FULL.
     for (const std::string sync : {"NORMAL", "FULL"}) {
-        const std::uint64_t n = c.quick ? 2'000 : (sync == "FULL" ? 5'000 : 20'000);
+        const std::uint64_t n = c.quick ? 2'000 : 20'000;
         const std::string a = dir.file("naive-" + sync + ".db");
         const std::string b = dir.file("ours-" + sync + ".db");
+        const std::string name = "drain-naive-" + std::string(sync == "FULL" ? "full" : "normal");
         const auto [base, ours] = take_turns(
-            rounds,
+            name, rounds,
             [&] {
                 fresh_backlog(a, n);
                 return naive_drain(a, c.broker_uri, n, sync);
@@ -357,8 +362,7 @@ void drain_scenarios(const Config& c, std::vector<Result>& out) {
                 fresh_backlog(b, n);
                 return outpost_drain(b, c.broker_uri, n, 100, sync, "");
             });
-        out.push_back(rate_result("drain-naive-" + std::string(sync == "FULL" ? "full" : "normal"),
-                                  ours, base, sync == "FULL" ? 10.0 : 2.5,
+        out.push_back(rate_result(name, ours, base, sync == "FULL" ? 10.0 : 2.5,
                                   std::to_string(n) + " x 200 B, synchronous=" + sync +
                                       ", the same packets (no id property), median of " +
                                       std::to_string(rounds)));
