@@ -106,11 +106,12 @@ const char* mqtt_reason_name(int reason_code) noexcept;
 // - publish() hands the message to paho and returns; done runs on a paho thread (or at once on
 //   the caller's thread when the connection is down). With 8 or more QoS 1/2 publishes in
 //   flight, the message is queued instead and paho's receive thread sends it when the next
-//   acknowledgement arrives (order is kept; one thread less contends for paho's lock). QoS 0 is delivered once paho wrote it to
-//   the socket; QoS 1 on PUBACK; QoS 2 on PUBCOMP. An MQTT 5 acknowledgement with a reason code
-//   >= 0x80 is a rejection, text "PUBACK reason 0x87 not authorized" (PUBREC for QoS 2);
-//   permanent for not authorized (0x87), topic name invalid (0x90), packet too large (0x95) and
-//   payload format invalid (0x99), transient for the others (quota exceeded 0x97, ...).
+//   acknowledgement arrives (order is kept; one thread less contends for paho's lock). QoS 0
+//   is delivered once paho wrote it to the socket; QoS 1 on PUBACK; QoS 2 on PUBCOMP. An
+//   MQTT 5 acknowledgement with a reason code >= 0x80 is a rejection, text "PUBACK reason 0x87
+//   not authorized" (PUBREC for QoS 2); permanent for not authorized (0x87), topic name
+//   invalid (0x90), packet too large (0x95) and payload format invalid (0x99), transient for the
+//   others (quota exceeded 0x97, ...).
 // - MQTT 5 mapping: headers become user properties, plus the user property `outpost-id` (named
 //   by options.id_property; none when empty) = record.uid; content_type becomes the content type;
 //   expires_at becomes the message expiry interval (the seconds left, rounded up, at least 1, also
