@@ -29,6 +29,15 @@ using testing::MosquittoOptions;
 using testing::Subscriber;
 using steady = std::chrono::steady_clock;
 
+// The messages `sub` received, the last one of each topic.
+std::map<std::string, testing::Received> last_by_topic(const Subscriber& sub) {
+    std::map<std::string, testing::Received> out;
+    for (const auto& m : sub.messages()) {
+        out[m.topic] = m;
+    }
+    return out;
+}
+
 Record make_record(std::int64_t id, std::string topic, std::string payload, int qos = 1) {
     Record r;
     r.id = id;
@@ -164,12 +173,9 @@ TEST_P(MqttBrokerVersions, PublishQos012Arrives) {
             << results.get(id).reason;
     }
     ASSERT_TRUE(sub.wait_for_count(3, 5s));
-    std::map<std::string, testing::Received> by_topic;
-    for (const auto& m : sub.messages()) {
-        by_topic[m.topic] = m;
-    }
+    const auto by_topic = last_by_topic(sub);
     for (int qos = 0; qos <= 2; ++qos) {
-        const auto& m = by_topic["t/q" + std::to_string(qos)];
+        const auto& m = by_topic.at("t/q" + std::to_string(qos));
         EXPECT_EQ(m.payload, "hello " + std::to_string(qos));
         EXPECT_EQ(m.qos, qos);
     }
@@ -221,11 +227,8 @@ TEST(MqttBroker, Mqtt5PropertiesArrive) {
     broker.publish(expired, results.callback_for(8));
     ASSERT_TRUE(results.wait_for(2, 5s));
     ASSERT_TRUE(sub.wait_for_count(2, 5s));
-    std::map<std::string, testing::Received> by_topic;
-    for (const auto& m : sub.messages()) {
-        by_topic[m.topic] = m;
-    }
-    const auto& a = by_topic["props/a"];
+    const auto by_topic = last_by_topic(sub);
+    const auto& a = by_topic.at("props/a");
     ASSERT_EQ(a.user_properties.size(), 3u);
     EXPECT_EQ(a.user_properties[0], (std::pair<std::string, std::string>{"sensor", "kitchen"}));
     EXPECT_EQ(a.user_properties[1], (std::pair<std::string, std::string>{"unit", "°C"}));
@@ -236,7 +239,7 @@ TEST(MqttBroker, Mqtt5PropertiesArrive) {
     EXPECT_LE(*a.expiry_interval, 91);
     EXPECT_GE(*a.expiry_interval, 89);
 
-    const auto& b = by_topic["props/b"];
+    const auto& b = by_topic.at("props/b");
     EXPECT_EQ(b.property("outpost-id"), "uid-8");
     EXPECT_FALSE(b.content_type.has_value());
     ASSERT_TRUE(b.expiry_interval.has_value());
@@ -263,15 +266,12 @@ TEST(MqttBroker, IdPropertyIsRenamedOrLeftOut) {
     b.publish(rb, results.callback_for(2));
     ASSERT_TRUE(results.wait_for(2, 5s));
     ASSERT_TRUE(sub.wait_for_count(2, 5s));
-    std::map<std::string, testing::Received> by_topic;
-    for (const auto& m : sub.messages()) {
-        by_topic[m.topic] = m;
-    }
-    const auto& got_a = by_topic["ids/a"];
+    const auto by_topic = last_by_topic(sub);
+    const auto& got_a = by_topic.at("ids/a");
     ASSERT_EQ(got_a.user_properties.size(), 2u);
     EXPECT_EQ(got_a.property("msg-id"), ra.uid);
     EXPECT_FALSE(got_a.property("outpost-id").has_value());
-    EXPECT_TRUE(by_topic["ids/b"].user_properties.empty());
+    EXPECT_TRUE(by_topic.at("ids/b").user_properties.empty());
 }
 
 TEST(MqttBroker, Mqtt311SendsNoProperties) {
