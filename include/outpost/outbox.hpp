@@ -20,6 +20,12 @@ namespace outpost {
 // The outpost schema version this library reads and writes.
 inline constexpr int kSchemaVersion = 1;
 
+// What add() does once max_pending records are pending.
+enum class WhenFull {
+    refuse,       // throw OutboxFull; nothing is stored, nothing is removed
+    drop_oldest,  // remove the oldest pending records of the lowest priority to make room
+};
+
 struct OutboxOptions {
     // Largest payload add() accepts. Default 1 MiB; at most 268,435,455 (MQTT's limit).
     std::size_t max_payload_bytes = 1 << 20;
@@ -30,6 +36,12 @@ struct OutboxOptions {
     // limit), so add() stays a single insert on its hot path.
     std::uint64_t max_pending = 0;
     std::chrono::milliseconds quota_refresh{1000};
+    // At the quota: refuse (default) or drop_oldest. drop_oldest removes pending records, lowest
+    // priority first and oldest first within it, in steps of max(1, max_pending / 100) (one
+    // exact count per step, not per add), inside add()'s transaction: a rollback keeps them.
+    // Every removal is counted in StoreCounts::dropped (and `outpost stats`). A dropped record
+    // the dispatcher had already sent may still arrive. Needs max_pending.
+    WhenFull when_full = WhenFull::refuse;
 
     // Throws InvalidConfig naming the field when a value is out of range.
     void validate() const;
@@ -61,8 +73,9 @@ class Outbox {
     Outbox& operator=(const Outbox&) = delete;
 
     // Validates then inserts `message` as a pending record; returns its id. One prepared insert,
-    // nothing else. Throws InvalidMessage (nothing stored, the app's transaction still usable),
-    // OutboxFull, or StorageError.
+    // nothing else (at the quota: a count, and with drop_oldest the removals). Throws
+    // InvalidMessage (nothing stored, the app's transaction still usable), OutboxFull, or
+    // StorageError.
     std::int64_t add(const Message& message);
 
     // Moves a dead record back to pending with attempts reset. Throws NotFound when `id` is not

@@ -57,6 +57,7 @@ struct StoreCounts {
     std::uint64_t pending_bytes = 0;  // payload bytes by state
     std::uint64_t delivered_bytes = 0, dead_bytes = 0, expired_bytes = 0;
     std::optional<std::int64_t> oldest_pending_at;  // created_at of the oldest pending record
+    std::uint64_t dropped = 0;  // pending records ever removed by WhenFull::drop_oldest
 };
 
 // Storage as the dispatcher uses it. One Store belongs to one dispatcher thread: no method is

@@ -90,6 +90,13 @@ void OutboxOptions::validate() const {
     if (quota_refresh.count() < 0) {
         throw InvalidConfig("OutboxOptions::quota_refresh must not be negative");
     }
+    if (when_full != WhenFull::refuse && when_full != WhenFull::drop_oldest) {
+        throw InvalidConfig("OutboxOptions::when_full must be WhenFull::refuse or drop_oldest");
+    }
+    if (when_full == WhenFull::drop_oldest && max_pending == 0) {
+        throw InvalidConfig(
+            "OutboxOptions::when_full is drop_oldest but max_pending is 0 (no quota)");
+    }
 }
 
 void validate(const Message& m, const OutboxOptions& options) {

@@ -4,6 +4,7 @@
 #include <SQLiteCpp/Statement.h>
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <array>
 #include <random>
 
@@ -73,6 +74,8 @@ struct Outbox::Impl {
     std::uint64_t pending_estimate = 0;
     Clock::time_point quota_checked_at{};
     bool quota_known = false;
+    // WhenFull::drop_oldest, prepared on first use.
+    std::unique_ptr<SQLite::Statement> lowest_priority, drop, count_dropped;
 
     Impl(SQLite::Database& d, OutboxOptions o, const Clock& c)
         : db(d), options(std::move(o)), clock(c) {}
@@ -92,7 +95,10 @@ struct Outbox::Impl {
         return SQLITE_OK;
     }
 
-    void check_quota() {
+    // At the quota with refuse: throws OutboxFull. With drop_oldest: returns how many records
+    // must go before this add() (0 while there is room). Counts exactly only when the estimate
+    // (the last count plus this process's adds since) says the quota is reached.
+    std::uint64_t check_quota() {
         const auto now = clock.now();
         if (!quota_known || now - quota_checked_at >= options.quota_refresh ||
             pending_estimate + 1 > options.max_pending) {
@@ -102,10 +108,69 @@ struct Outbox::Impl {
             quota_checked_at = now;
             quota_known = true;
         }
-        if (pending_estimate >= options.max_pending) {
+        if (pending_estimate < options.max_pending) {
+            return 0;
+        }
+        if (options.when_full == WhenFull::refuse) {
             throw OutboxFull("the outbox holds " + std::to_string(pending_estimate) +
                              " pending records, the configured maximum (max_pending = " +
                              std::to_string(options.max_pending) + "); nothing was stored");
+        }
+        // Down to max_pending - step, so the next `step` adds need no count.
+        const std::uint64_t step = std::max<std::uint64_t>(1, options.max_pending / 100);
+        return pending_estimate + step - options.max_pending;
+    }
+
+    // Removes up to `n` pending records, lowest priority first, oldest first within it, and
+    // adds them to the dropped count. The caller holds a savepoint around this and the insert.
+    void drop_oldest(std::uint64_t n) {
+        if (!drop) {
+            lowest_priority = std::make_unique<SQLite::Statement>(
+                db, "SELECT min(priority) FROM outpost_records WHERE state = 0");
+            drop = std::make_unique<SQLite::Statement>(
+                db,
+                "DELETE FROM outpost_records WHERE id IN (SELECT id FROM outpost_records "
+                "WHERE state = 0 AND priority = ?1 ORDER BY id LIMIT ?2)");
+            count_dropped = std::make_unique<SQLite::Statement>(
+                db,
+                "INSERT INTO outpost_meta (name, value) VALUES ('dropped', ?1) "
+                "ON CONFLICT (name) DO UPDATE "
+                "SET value = CAST(value AS INTEGER) + CAST(excluded.value AS INTEGER)");
+        }
+        std::uint64_t done = 0;
+        while (done < n) {
+            const bool any = lowest_priority->executeStep() && !lowest_priority->isColumnNull(0);
+            const int priority = any ? lowest_priority->getColumn(0).getInt() : 0;
+            lowest_priority->reset();
+            if (!any) {
+                break;  // nothing pending (another process delivered it meanwhile)
+            }
+            drop->bind(1, priority);
+            drop->bind(2, static_cast<std::int64_t>(n - done));
+            const int removed = drop->exec();
+            drop->reset();
+            if (removed <= 0) {
+                break;
+            }
+            done += static_cast<std::uint64_t>(removed);
+        }
+        if (done != 0) {
+            count_dropped->bind(1, static_cast<std::int64_t>(done));
+            count_dropped->exec();
+            count_dropped->reset();
+        }
+        pending_estimate -= std::min(done, pending_estimate);
+    }
+
+    // Resets the cached statements after a failure, so the next add() starts clean.
+    void reset_statements() noexcept {
+        for (auto* q : {insert.get(), lowest_priority.get(), drop.get(), count_dropped.get()}) {
+            if (q != nullptr) {
+                try {
+                    q->reset();
+                } catch (...) {
+                }
+            }
         }
     }
 };
@@ -145,9 +210,15 @@ Outbox::~Outbox() {
 std::int64_t Outbox::add(const Message& m) {
     validate(m, impl_->options);
     Impl& s = *impl_;
+    bool savepoint = false;
     try {
         if (s.options.max_pending != 0) {
-            s.check_quota();
+            if (const std::uint64_t excess = s.check_quota(); excess != 0) {
+                // The removals and the insert stand or fall together, also in autocommit.
+                s.db.exec("SAVEPOINT outpost_add");
+                savepoint = true;
+                s.drop_oldest(excess);
+            }
         }
         const std::int64_t now = s.clock.wall_ms();
         make_uid(now, s.rng, s.uid);
@@ -194,10 +265,22 @@ std::int64_t Outbox::add(const Message& m) {
         if (rc != SQLITE_DONE) {
             throw SQLite::Exception(s.db.getHandle(), rc);
         }
+        const std::int64_t id = s.db.getLastInsertRowid();
+        if (savepoint) {
+            s.db.exec("RELEASE outpost_add");
+        }
         ++s.pending_estimate;
-        return s.db.getLastInsertRowid();
+        return id;
     } catch (const SQLite::Exception& e) {
-        impl_->insert->reset();
+        s.reset_statements();
+        if (savepoint) {
+            try {
+                s.db.exec("ROLLBACK TO outpost_add");
+                s.db.exec("RELEASE outpost_add");
+            } catch (const SQLite::Exception&) {
+            }
+            s.quota_known = false;  // the removals were undone: count again next time
+        }
         detail::rethrow_sqlite(e, "adding a message to the outbox");
     }
 }

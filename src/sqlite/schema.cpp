@@ -156,31 +156,38 @@ void migrate(SQLite::Database& db) {
 StoreCounts count_records(SQLite::Database& db) {
     StoreCounts c;
     try {
-        SQLite::Statement q(db,
-                            "SELECT state, count(*), total(length(payload)), min(created_at) "
-                            "FROM outpost_records GROUP BY state");
-        while (q.executeStep()) {
-            const auto n = static_cast<std::uint64_t>(q.getColumn(1).getInt64());
-            const auto bytes = static_cast<std::uint64_t>(q.getColumn(2).getDouble());
-            switch (static_cast<RecordState>(q.getColumn(0).getInt())) {
-                case RecordState::pending:
-                    c.pending = n;
-                    c.pending_bytes = bytes;
-                    c.oldest_pending_at = q.getColumn(3).getInt64();
-                    break;
-                case RecordState::delivered:
-                    c.delivered = n;
-                    c.delivered_bytes = bytes;
-                    break;
-                case RecordState::dead:
-                    c.dead = n;
-                    c.dead_bytes = bytes;
-                    break;
-                case RecordState::expired:
-                    c.expired = n;
-                    c.expired_bytes = bytes;
-                    break;
+        {  // finalized before the next statement: no read transaction spans both
+            SQLite::Statement q(db,
+                                "SELECT state, count(*), total(length(payload)), min(created_at) "
+                                "FROM outpost_records GROUP BY state");
+            while (q.executeStep()) {
+                const auto n = static_cast<std::uint64_t>(q.getColumn(1).getInt64());
+                const auto bytes = static_cast<std::uint64_t>(q.getColumn(2).getDouble());
+                switch (static_cast<RecordState>(q.getColumn(0).getInt())) {
+                    case RecordState::pending:
+                        c.pending = n;
+                        c.pending_bytes = bytes;
+                        c.oldest_pending_at = q.getColumn(3).getInt64();
+                        break;
+                    case RecordState::delivered:
+                        c.delivered = n;
+                        c.delivered_bytes = bytes;
+                        break;
+                    case RecordState::dead:
+                        c.dead = n;
+                        c.dead_bytes = bytes;
+                        break;
+                    case RecordState::expired:
+                        c.expired = n;
+                        c.expired_bytes = bytes;
+                        break;
+                }
             }
+        }
+        SQLite::Statement dropped(
+            db, "SELECT CAST(value AS INTEGER) FROM outpost_meta WHERE name = 'dropped'");
+        if (dropped.executeStep()) {
+            c.dropped = static_cast<std::uint64_t>(dropped.getColumn(0).getInt64());
         }
     } catch (const SQLite::Exception& e) {
         rethrow_sqlite(e, "counting outbox records");

@@ -402,6 +402,9 @@ TEST_F(CliCommands, StatsHuman) {
     EXPECT_NE(r.out.find("schema          1\n"), std::string::npos) << r.out;
     EXPECT_NE(r.out.find("lease           none\n"), std::string::npos) << r.out;
     EXPECT_NE(r.out.find("oldest pending  "), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("dropped         0 pending records removed by the quota"),
+              std::string::npos)
+        << r.out;
     // Aligned tables: numbers right-aligned under their titles.
     EXPECT_NE(r.out.find("STATE      RECORDS  BYTES\n"
                          "pending          3   20 B\n"
@@ -428,6 +431,7 @@ TEST_F(CliCommands, StatsJsonAndLease) {
     EXPECT_EQ(j["counts"]["delivered"], 1);
     EXPECT_EQ(j["counts"]["expired"], 1);
     EXPECT_EQ(j["bytes"]["pending"], 4 + 12 + 4);
+    EXPECT_EQ(j["dropped"], 0);
     EXPECT_EQ(j["schema_version"], 1);
     EXPECT_TRUE(j["lease"].is_null());
     EXPECT_GE(j["oldest_pending_age_ms"].get<std::int64_t>(), 0);

@@ -208,6 +208,109 @@ TEST_F(OutboxTest, QuotaRefusesBeyondMaxPendingAndStoresNothing) {
     EXPECT_EQ(box.counts().pending, 3u);
 }
 
+namespace {
+
+// An outbox on its own file with a drop_oldest quota of `max_pending`.
+struct DropOldest {
+    explicit DropOldest(std::uint64_t max_pending, const Clock& clock)
+        : db(dir.file("drop.db"), SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE),
+          box(db, options(max_pending), clock) {}
+    static OutboxOptions options(std::uint64_t max_pending) {
+        OutboxOptions o;
+        o.max_pending = max_pending;
+        o.when_full = WhenFull::drop_oldest;
+        return o;
+    }
+    std::int64_t add(int priority = 0) {
+        Message m = Message::text("t", "x");
+        m.priority = priority;
+        return box.add(m);
+    }
+    std::vector<std::int64_t> pending_ids() {
+        std::vector<std::int64_t> ids;
+        SQLite::Statement q(db, "SELECT id FROM outpost_records WHERE state = 0 ORDER BY id");
+        while (q.executeStep()) {
+            ids.push_back(q.getColumn(0).getInt64());
+        }
+        return ids;
+    }
+    TempDir dir;
+    SQLite::Database db;
+    Outbox box;
+};
+
+}  // namespace
+
+TEST_F(OutboxTest, DropOldestKeepsTheNewestAndCountsWhatItRemoved) {
+    DropOldest d(10, clock_);
+    const std::int64_t dead = d.add();
+    d.db.exec("UPDATE outpost_records SET state = 2 WHERE id = " + std::to_string(dead));
+    std::vector<std::int64_t> ids;
+    for (int i = 0; i < 25; ++i) {
+        ids.push_back(d.add());
+        ASSERT_LE(d.box.counts().pending, 10u) << "after add " << i;
+    }
+    // A quota of 10 drops one record per add once full: the 10 newest remain.
+    EXPECT_EQ(d.pending_ids(), std::vector<std::int64_t>(ids.end() - 10, ids.end()));
+    const StoreCounts c = d.box.counts();
+    EXPECT_EQ(c.dropped, 15u);
+    EXPECT_EQ(c.dead, 1u);  // only pending records are dropped
+}
+
+TEST_F(OutboxTest, DropOldestTakesTheLowestPriorityFirst) {
+    DropOldest d(4, clock_);
+    const std::int64_t urgent1 = d.add(5);
+    const std::int64_t urgent2 = d.add(5);
+    std::vector<std::int64_t> routine;
+    for (int i = 0; i < 4; ++i) {
+        routine.push_back(d.add(0));
+    }
+    EXPECT_EQ(d.pending_ids(),
+              (std::vector<std::int64_t>{urgent1, urgent2, routine[2], routine[3]}));
+    EXPECT_EQ(d.box.counts().dropped, 2u);
+}
+
+TEST_F(OutboxTest, DropOldestRollsBackWithTheAppsTransaction) {
+    DropOldest d(3, clock_);
+    for (int i = 0; i < 3; ++i) {
+        d.add();
+    }
+    const auto before = d.pending_ids();
+    {
+        SQLite::Transaction tx(d.db);
+        d.add();  // drops the oldest inside the app's transaction
+        EXPECT_EQ(d.pending_ids().size(), 3u);
+        // no commit: the destructor rolls back the removal with the insert
+    }
+    EXPECT_EQ(d.pending_ids(), before);
+    EXPECT_EQ(d.box.counts().dropped, 0u);
+    const std::int64_t last = d.add();  // autocommit: removal and insert commit together
+    EXPECT_EQ(d.pending_ids(), (std::vector<std::int64_t>{before[1], before[2], last}));
+    EXPECT_EQ(d.box.counts().dropped, 1u);
+}
+
+TEST_F(OutboxTest, DropOldestMakesRoomInStepsOfOnePercent) {
+    DropOldest d(1000, clock_);
+    {
+        SQLite::Transaction tx(d.db);
+        for (int i = 0; i < 1000; ++i) {
+            d.add();
+        }
+        tx.commit();
+    }
+    d.add();  // full: 10 go (1% of 1,000), so the next 9 adds need no count and drop nothing
+    EXPECT_EQ(d.box.counts().dropped, 10u);
+    for (int i = 0; i < 9; ++i) {
+        d.add();
+    }
+    EXPECT_EQ(d.box.counts().pending, 1000u);
+    EXPECT_EQ(d.box.counts().dropped, 10u);
+    d.add();
+    EXPECT_EQ(d.box.counts().pending, 991u);
+    EXPECT_EQ(d.box.counts().dropped, 20u);
+    EXPECT_EQ(d.pending_ids().front(), 21);  // the oldest 20 went
+}
+
 TEST_F(OutboxTest, CountsByState) {
     add("a");
     add("b");

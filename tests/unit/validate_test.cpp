@@ -96,3 +96,16 @@ TEST(Validate, PayloadLimitFollowsTheOptions) {
     o.max_payload_bytes = 268435456;  // beyond MQTT's limit
     EXPECT_THROW(o.validate(), outpost::InvalidConfig);
 }
+
+TEST(Validate, DropOldestNeedsAQuota) {
+    outpost::OutboxOptions o;
+    o.when_full = outpost::WhenFull::drop_oldest;
+    try {
+        o.validate();
+        FAIL() << "drop_oldest without max_pending was accepted";
+    } catch (const outpost::InvalidConfig& e) {
+        EXPECT_NE(std::string(e.what()).find("when_full"), std::string::npos) << e.what();
+    }
+    o.max_pending = 100;
+    EXPECT_NO_THROW(o.validate());
+}

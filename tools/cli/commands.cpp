@@ -169,6 +169,7 @@ int run_stats(const Common& common, const StatsArgs& args) {
               {"delivered", s.counts.delivered_bytes},
               {"dead", s.counts.dead_bytes},
               {"expired", s.counts.expired_bytes}}},
+            {"dropped", s.counts.dropped},
             {"oldest_pending_at", optional_json(s.counts.oldest_pending_at)},
             {"oldest_pending_age_ms", optional_json(oldest_age)},
             {"top_topics", topics},
@@ -188,6 +189,8 @@ int run_stats(const Common& common, const StatsArgs& args) {
                                    format_time(*s.counts.oldest_pending_at) + ")"
                              : std::string("none"))
               << '\n'
+              << "dropped         " << s.counts.dropped
+              << " pending records removed by the quota (drop_oldest)\n"
               << "lease           ";
     if (!s.lease) {
         std::cout << "none\n";

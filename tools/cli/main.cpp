@@ -183,8 +183,9 @@ int main(int argc, char** argv) {
            "MQTT 5 content type")
         ->type_name("TYPE");
     add->footer(
-        "The message is checked and stored as the app's Outbox::add would (same validation,\n"
-        "same quota). Prints the new record's id (--json: {\"id\": N}).\n"
+        "The message is checked and stored as the app's Outbox::add would (same validation;\n"
+        "the app's quota is its own setting and not applied here). Prints the new record's\n"
+        "id (--json: {\"id\": N}).\n"
         "Without --payload or --payload-file the payload is empty.\n"
         "Examples:\n"
         "  outpost add --db app.db --topic sensors/pump-7 --payload '{\"rpm\":1200}' --key pump-7\n"
