@@ -104,26 +104,45 @@ class FakeBroker final : public MessageBroker {
     }
 
     // --- MessageBroker ---
+    // Like MqttBroker (the contract suite, tests/integration/broker_contract_test.cpp, holds
+    // both to it): the handler hears of every connect and of a disconnect that ended one.
     void connect(std::chrono::milliseconds) override {
-        std::lock_guard lock(mutex_);
-        ++connect_calls_;
-        if (refusing_) {
-            throw BrokerError("fake broker: not authorized", false, 0x87);
+        ConnectionHandler handler;
+        {
+            std::lock_guard lock(mutex_);
+            ++connect_calls_;
+            if (refusing_) {
+                throw BrokerError("fake broker: not authorized", false, 0x87);
+            }
+            if (!reachable_) {
+                throw BrokerError("fake broker: connection refused", true);
+            }
+            if (connected_) {
+                return;
+            }
+            connected_ = true;
+            handler = handler_;
         }
-        if (!reachable_) {
-            throw BrokerError("fake broker: connection refused", true);
+        if (handler) {
+            handler(true, "connected to the fake broker");
         }
-        connected_ = true;
     }
     void disconnect(std::chrono::milliseconds) noexcept override {
         std::deque<PublishCallback> run;
+        ConnectionHandler handler;
         {
             std::lock_guard lock(mutex_);
+            if (connected_) {
+                handler = handler_;
+            }
             connected_ = false;
             run.swap(held_);
         }
         for (auto& cb : run) {
             cb(PublishResult::lost("disconnected"));
+        }
+        if (handler) {
+            handler(false, "disconnected from the fake broker");
         }
     }
     bool connected() const noexcept override {
