@@ -58,6 +58,9 @@ constexpr int kMaxInflight = 65535;
 // latency case) publish() sends at once: a lone publish never waits for someone else's answer.
 constexpr std::size_t kHandOffInFlight = 8;
 
+// What destroying a paho client may take (paho stops its threads in 100 ms steps).
+constexpr std::chrono::milliseconds kDestroyTime{500};
+
 bool is_tls_uri(const std::string& uri) {
     return uri.starts_with("ssl://") || uri.starts_with("mqtts://") || uri.starts_with("wss://");
 }
@@ -544,9 +547,10 @@ struct MqttBroker::Impl {
         } catch (const BrokerError&) {
             // Offline, a paho client costs CPU for nothing: its receive thread polls ten times a
             // second and its send thread once. Without any client paho stops both threads, and
-            // the next attempt makes a fresh client (the only one, so it connects at once). A
-            // poisoned client goes at the start of the next connect(), as before.
-            if (client && !client->poisoned) {
+            // the next attempt makes a fresh client (the only one, so it connects at once). That
+            // takes paho 100-200 ms: only while the deadline leaves room for it (else the client
+            // is reused next time). A poisoned client goes at the start of the next connect().
+            if (client && !client->poisoned && deadline - steady::now() > kDestroyTime) {
                 destroy_client(milliseconds(0));
             }
             throw;
