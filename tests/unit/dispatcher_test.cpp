@@ -555,3 +555,31 @@ TEST_F(DispatcherTest, ManyKeysDrainInCommitOrderPerKeyWithOneInFlightEach) {
     }
     EXPECT_EQ(broker_.published(), 620u);
 }
+
+TEST_F(DispatcherTest, RecordsTheQuotaDropsWhileInFlightAreForgottenCleanly) {
+    // A second app connection whose Outbox drops the oldest at 5 pending.
+    SQLite::Database app(path_, SQLite::OPEN_READWRITE);
+    OutboxOptions quota;
+    quota.max_pending = 5;
+    quota.when_full = WhenFull::drop_oldest;
+    Outbox box(app, quota, clock_);
+    for (int i = 0; i < 5; ++i) {
+        box.add(Message::text("old", std::to_string(i)));
+    }
+    broker_.set_auto_ack(false);
+    auto d = dispatcher();
+    settle(*d);
+    ASSERT_EQ(broker_.held(), 5u);  // all five in flight
+    for (int i = 0; i < 5; ++i) {
+        box.add(Message::text("new", std::to_string(i)));  // each drops one in flight
+    }
+    EXPECT_EQ(box.counts().dropped, 5u);
+    broker_.ack_all();  // answers for records no longer in the table
+    broker_.set_auto_ack(true);
+    settle(*d);
+    EXPECT_TRUE(d->stats().last_error.empty()) << d->stats().last_error;
+    EXPECT_EQ(count(), 0);
+    EXPECT_EQ(broker_.topics(), (std::vector<std::string>{"old", "old", "old", "old", "old", "new",
+                                                          "new", "new", "new", "new"}));
+    EXPECT_EQ(d->stats().delivered, 10u);
+}
