@@ -58,6 +58,7 @@ void drain_scenarios(const Config& c, std::vector<Result>& out);
 void latency_scenario(const Config& c, std::vector<Result>& out);
 void backlog_scenario(const Config& c, std::vector<Result>& out);
 void idle_scenario(const Config& c, std::vector<Result>& out);
+void flash_scenarios(const Config& c, std::vector<Result>& out);
 void footprint_scenario(const Config& c, std::vector<Result>& out);
 
 // Child mode (run through self_exe): drains the outbox at `db` to `uri` with the dispatcher

@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -492,6 +493,52 @@ void backlog_scenario(const Config& c, std::vector<Result>& out) {
     rss.met = rss.outpost <= 16.0 && rss.outpost <= *rss.baseline * 1.10;
     rss.note = "peak RSS of the dispatching process; baseline: 10,000 pending";
     out.push_back(rss);
+}
+
+// Bytes this process has caused to be written to storage so far (/proc/self/io write_bytes:
+// counted when a page-cache page is dirtied, so what the disk or flash will get).
+long long storage_write_bytes() {
+    std::ifstream io("/proc/self/io");
+    std::string name;
+    long long value = 0;
+    while (io >> name >> value) {
+        if (name == "write_bytes:") {
+            return value;
+        }
+    }
+    throw std::runtime_error(
+        "/proc/self/io has no write_bytes (kernel without task I/O accounting)");
+}
+
+void flash_scenarios(const Config& c, std::vector<Result>& out) {
+    testing::TempDir dir;
+    const std::uint64_t n = c.quick ? 2'000 : 20'000;
+    for (const std::string sync : {"NORMAL", "FULL"}) {
+        const std::string a = dir.file("flash-naive-" + sync + ".db");
+        const std::string b = dir.file("flash-ours-" + sync + ".db");
+        // Written per delivered message by `drain`, from a clean page cache, up to and including
+        // the checkpoint when its connection closes.
+        auto per_message = [&](const std::string& db, const std::function<void()>& drain) {
+            fresh_backlog(db, n);
+            ::sync();
+            const long long before = storage_write_bytes();
+            drain();
+            return static_cast<double>(storage_write_bytes() - before) / static_cast<double>(n);
+        };
+        const double base = per_message(a, [&] { naive_drain(a, c.broker_uri, n, sync); });
+        const double ours =
+            per_message(b, [&] { outpost_drain(b, c.broker_uri, n, 100, sync, ""); });
+        Result r;
+        r.scenario = "flash-drain-" + std::string(sync == "FULL" ? "full" : "normal");
+        r.outpost = ours;
+        r.baseline = base;
+        r.ratio = base / ours;
+        r.unit = "B/msg";
+        r.goal = "reported";
+        r.note = "bytes written to storage per delivered message (write_bytes), " +
+                 std::to_string(n) + " x 200 B, synchronous=" + sync + "; baseline: the naive loop";
+        out.push_back(r);
+    }
 }
 
 void idle_scenario(const Config& c, std::vector<Result>& out) {

@@ -129,7 +129,8 @@ int main(int argc, char** argv) {
                 "usage: outpost-bench [--quick] [--json] [--only GROUP[,GROUP...]]\n\n"
                 "Measures outpost against raw baselines on this machine, in one run, with its "
                 "own mosquitto\non a free loopback port. Groups: enqueue, drain, latency, "
-                "backlog, idle, footprint.\n--quick runs every group small (under a minute in "
+                "backlog, idle, flash, footprint.\n--quick runs every group small (under a minute "
+                "in "
                 "all); --json prints one JSON object per\nresult line (scenario, outpost, "
                 "baseline, ratio, unit, goal, met, note). ratio is\noutpost/baseline for rates "
                 "and baseline/outpost for times and memory: higher is better.\n\n"
@@ -165,6 +166,7 @@ int main(int argc, char** argv) {
                 {"latency", [&](auto& out) { latency_scenario(c, out); }},
                 {"backlog", [&](auto& out) { backlog_scenario(c, out); }},
                 {"idle", [&](auto& out) { idle_scenario(c, out); }},
+                {"flash", [&](auto& out) { flash_scenarios(c, out); }},
                 {"footprint", [&](auto& out) { footprint_scenario(c, out); }},
             };
         std::vector<Result> all;
