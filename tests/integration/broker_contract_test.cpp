@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "connection_log.hpp"
 #include "fake_broker.hpp"
 #include "mosquitto.hpp"
 #include "outpost/error.hpp"
@@ -143,43 +144,6 @@ class Completions {
     std::map<std::int64_t, std::vector<PublishResult>> got_;
 };
 
-// What the connection handler was told, in order.
-class Changes {
-  public:
-    ConnectionHandler handler() {
-        return [this](bool up, const std::string& reason) {
-            std::lock_guard lock(mutex_);
-            seen_.emplace_back(up, reason);
-            cv_.notify_all();
-        };
-    }
-    // Waits for a change to `up` after the first `from` changes; returns its reason.
-    std::optional<std::string> wait_for(bool up, std::size_t from,
-                                        std::chrono::milliseconds timeout) {
-        std::unique_lock lock(mutex_);
-        std::optional<std::string> reason;
-        cv_.wait_for(lock, timeout, [&] {
-            for (std::size_t i = from; i < seen_.size(); ++i) {
-                if (seen_[i].first == up) {
-                    reason = seen_[i].second;
-                    return true;
-                }
-            }
-            return false;
-        });
-        return reason;
-    }
-    std::size_t size() {
-        std::lock_guard lock(mutex_);
-        return seen_.size();
-    }
-
-  private:
-    std::mutex mutex_;
-    std::condition_variable cv_;
-    std::vector<std::pair<bool, std::string>> seen_;
-};
-
 Record record(std::int64_t id, std::string payload) {
     Record r;
     r.id = id;
@@ -207,7 +171,7 @@ class BrokerContract : public ::testing::Test {
     // Declared first, destroyed last: the broker's destructor may still complete publishes and
     // tell the handler.
     Completions done_;
-    Changes changes_;
+    testing::ConnectionLog changes_;
     Side side_;
 };
 
@@ -224,7 +188,7 @@ TYPED_TEST_SUITE(BrokerContract, Sides, SideNames);
 TYPED_TEST(BrokerContract, EveryPublishCompletesOnceAndArrives) {
     this->broker().connect(5s);
     EXPECT_TRUE(this->broker().connected());
-    EXPECT_TRUE(this->changes_.wait_for(true, 0, 2s)) << "the handler is told about a connect";
+    EXPECT_TRUE(this->changes_.wait_for(true, 2s)) << "the handler is told about a connect";
     constexpr int kTotal = 50;
     std::set<std::string> sent;
     for (int i = 1; i <= kTotal; ++i) {
@@ -292,7 +256,7 @@ TYPED_TEST(BrokerContract, ALostConnectionCompletesWhatIsOutstandingAsLost) {
     ASSERT_TRUE(this->done_.wait_for(kTotal, 10s));
     EXPECT_EQ(this->done_.count(PublishResult::Status::connection_lost), std::size_t{kTotal});
     EXPECT_TRUE(this->done_.repeated().empty());
-    const auto reason = this->changes_.wait_for(false, before, 10s);
+    const auto reason = this->changes_.wait_for(false, 10s, before);
     ASSERT_TRUE(reason.has_value()) << "the handler is told about the loss";
     EXPECT_FALSE(reason->empty());
     EXPECT_TRUE(eventually([&] { return !this->broker().connected(); }, 5s));
@@ -312,7 +276,7 @@ TYPED_TEST(BrokerContract, DisconnectTellsTheHandlerAndMayBeRepeated) {
     const std::size_t before = this->changes_.size();
     this->broker().disconnect(1s);
     EXPECT_FALSE(this->broker().connected());
-    EXPECT_TRUE(this->changes_.wait_for(false, before, 2s).has_value());
+    EXPECT_TRUE(this->changes_.wait_for(false, 2s, before).has_value());
     this->broker().disconnect(1s);  // twice is fine, and never throws
     EXPECT_FALSE(this->broker().connected());
     this->broker().connect(5s);  // and connecting again works

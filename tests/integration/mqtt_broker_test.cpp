@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "connection_log.hpp"
 #include "mosquitto.hpp"
 #include "outpost/error.hpp"
 #include "outpost/mqtt_broker.hpp"
@@ -24,6 +25,7 @@ namespace outpost {
 namespace {
 
 using namespace std::chrono_literals;
+using testing::ConnectionLog;
 using testing::Mosquitto;
 using testing::MosquittoOptions;
 using testing::Subscriber;
@@ -103,38 +105,6 @@ class Results {
     std::condition_variable cv_;
     std::map<std::int64_t, PublishResult> results_;
     int duplicates_ = 0;
-};
-
-// Records every call of the connection handler.
-class ConnectionLog {
-  public:
-    ConnectionHandler handler() {
-        return [this](bool up, const std::string& reason) {
-            std::lock_guard lock(mutex_);
-            events_.emplace_back(up, reason);
-            cv_.notify_all();
-        };
-    }
-    bool wait_for(bool up, std::chrono::milliseconds timeout) {
-        std::unique_lock lock(mutex_);
-        return cv_.wait_for(lock, timeout, [&] {
-            for (const auto& e : events_) {
-                if (e.first == up) {
-                    return true;
-                }
-            }
-            return false;
-        });
-    }
-    std::vector<std::pair<bool, std::string>> events() {
-        std::lock_guard lock(mutex_);
-        return events_;
-    }
-
-  private:
-    std::mutex mutex_;
-    std::condition_variable cv_;
-    std::vector<std::pair<bool, std::string>> events_;
 };
 
 // Polls `pred` until it holds or `timeout` passes (for state that has no notification).
