@@ -190,7 +190,10 @@ struct MqttBroker::Impl {
 
     // Hands publishes to paho, in order; never with `mutex` held (paho takes its own lock, and
     // calls us back from its threads). Runs on the caller's thread or, for held-back publishes,
-    // on paho's receive thread, so `client` is read under `client_mutex`.
+    // on paho's receive thread, so `client` is read under `client_mutex`. No deadlock with
+    // paho's global lock, which the receive thread holds while it runs our callbacks: that
+    // thread takes `client_mutex` only with held-back publishes in hand, and the caller sends
+    // directly (holding `client_mutex` into paho) only while none are held.
     void send_all(const std::vector<Held>& batch) {
         if (batch.empty()) {
             return;
