@@ -20,7 +20,7 @@ namespace outpost {
 // The outpost schema version this library reads and writes.
 inline constexpr int kSchemaVersion = 1;
 
-// What add() does once max_pending records are pending.
+// What add() does once the quota (max_pending, max_pending_bytes) is reached.
 enum class WhenFull {
     refuse,       // throw OutboxFull; nothing is stored, nothing is removed
     drop_oldest,  // remove the oldest pending records of the lowest priority to make room
@@ -31,16 +31,20 @@ struct OutboxOptions {
     std::size_t max_payload_bytes = 1 << 20;
     // Busy timeout set on the app's connection when it has none (0). Default 5 s.
     std::chrono::milliseconds busy_timeout{5000};
-    // Quota: add() throws OutboxFull once this many records are pending. 0 = no limit. The count
-    // is refreshed from the database at most every `quota_refresh` (and at once when near the
-    // limit), so add() stays a single insert on its hot path.
+    // Quota, by pending records and by their payload bytes (on disk a record takes its payload
+    // and topic + about 100 bytes). 0 = no limit, the default for both. The totals are counted
+    // from the database at most every `quota_refresh` (and at once when an add() would pass a
+    // limit), so add() stays a single insert on its hot path; counting the bytes reads every
+    // pending record, so prefer max_pending alone for backlogs of millions.
     std::uint64_t max_pending = 0;
+    std::uint64_t max_pending_bytes = 0;
     std::chrono::milliseconds quota_refresh{1000};
     // At the quota: refuse (default) or drop_oldest. drop_oldest removes pending records, lowest
-    // priority first and oldest first within it, in steps of max(1, max_pending / 100) (one
-    // exact count per step, not per add), inside add()'s transaction: a rollback keeps them.
+    // priority first and oldest first within it, until there is room for 1% of the limit more
+    // (one exact count per 1%, not per add), inside add()'s transaction: a rollback keeps them.
     // Every removal is counted in StoreCounts::dropped (and `outpost stats`). A dropped record
-    // the dispatcher had already sent may still arrive. Needs max_pending.
+    // the dispatcher had already sent may still arrive. A payload larger than max_pending_bytes
+    // is refused either way. Needs a quota.
     WhenFull when_full = WhenFull::refuse;
 
     // Throws InvalidConfig naming the field when a value is out of range.

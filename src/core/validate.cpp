@@ -93,9 +93,10 @@ void OutboxOptions::validate() const {
     if (when_full != WhenFull::refuse && when_full != WhenFull::drop_oldest) {
         throw InvalidConfig("OutboxOptions::when_full must be WhenFull::refuse or drop_oldest");
     }
-    if (when_full == WhenFull::drop_oldest && max_pending == 0) {
+    if (when_full == WhenFull::drop_oldest && max_pending == 0 && max_pending_bytes == 0) {
         throw InvalidConfig(
-            "OutboxOptions::when_full is drop_oldest but max_pending is 0 (no quota)");
+            "OutboxOptions::when_full is drop_oldest but there is no quota (max_pending and "
+            "max_pending_bytes are 0)");
     }
 }
 

@@ -70,8 +70,9 @@ struct Outbox::Impl {
     // Set by add(), cleared by the WAL hook after the commit that carried the record.
     bool dirty = false;
     bool requeued = false;  // ... and some of them were dead records moved back to pending
-    // Quota bookkeeping (only with max_pending > 0).
+    // Quota bookkeeping (only with a quota): the last exact totals plus this process's adds.
     std::uint64_t pending_estimate = 0;
+    std::uint64_t pending_bytes_estimate = 0;
     Clock::time_point quota_checked_at{};
     bool quota_known = false;
     // WhenFull::drop_oldest, prepared on first use.
@@ -95,71 +96,137 @@ struct Outbox::Impl {
         return SQLITE_OK;
     }
 
-    // At the quota with refuse: throws OutboxFull. With drop_oldest: returns how many records
-    // must go before this add() (0 while there is room). Counts exactly only when the estimate
-    // (the last count plus this process's adds since) says the quota is reached.
-    std::uint64_t check_quota() {
-        const auto now = clock.now();
-        if (!quota_known || now - quota_checked_at >= options.quota_refresh ||
-            pending_estimate + 1 > options.max_pending) {
+    // What must go before an add() fits: records and payload bytes (0 and 0 while it fits).
+    struct Excess {
+        std::uint64_t records = 0;
+        std::uint64_t bytes = 0;
+        bool any() const { return records != 0 || bytes != 0; }
+    };
+
+    bool has_quota() const { return options.max_pending != 0 || options.max_pending_bytes != 0; }
+
+    // Whether adding `payload` bytes passes a limit, by the estimates.
+    bool over_quota(std::uint64_t payload) const {
+        return (options.max_pending != 0 && pending_estimate + 1 > options.max_pending) ||
+               (options.max_pending_bytes != 0 &&
+                pending_bytes_estimate + payload > options.max_pending_bytes);
+    }
+
+    void count_pending() {
+        if (options.max_pending_bytes != 0) {
+            SQLite::Statement q(db,
+                                "SELECT count(*), total(length(payload)) FROM outpost_records "
+                                "WHERE state = 0");
+            q.executeStep();
+            pending_estimate = static_cast<std::uint64_t>(q.getColumn(0).getInt64());
+            pending_bytes_estimate = static_cast<std::uint64_t>(q.getColumn(1).getDouble());
+        } else {
             SQLite::Statement q(db, "SELECT count(*) FROM outpost_records WHERE state = 0");
             q.executeStep();
             pending_estimate = static_cast<std::uint64_t>(q.getColumn(0).getInt64());
+        }
+    }
+
+    // At the quota with refuse: throws OutboxFull. With drop_oldest: what must go first (nothing
+    // while there is room). Counts exactly only when the estimates (the last count plus this
+    // process's adds since) say a limit is reached, or every quota_refresh.
+    Excess check_quota(std::uint64_t payload) {
+        if (options.max_pending_bytes != 0 && payload > options.max_pending_bytes) {
+            throw OutboxFull("the payload (" + std::to_string(payload) +
+                             " bytes) is larger than the whole quota (max_pending_bytes = " +
+                             std::to_string(options.max_pending_bytes) + "); nothing was stored");
+        }
+        const auto now = clock.now();
+        if (!quota_known || now - quota_checked_at >= options.quota_refresh ||
+            over_quota(payload)) {
+            count_pending();
             quota_checked_at = now;
             quota_known = true;
         }
-        if (pending_estimate < options.max_pending) {
-            return 0;
+        if (!over_quota(payload)) {
+            return {};
         }
         if (options.when_full == WhenFull::refuse) {
-            throw OutboxFull("the outbox holds " + std::to_string(pending_estimate) +
-                             " pending records, the configured maximum (max_pending = " +
-                             std::to_string(options.max_pending) + "); nothing was stored");
+            const bool by_records =
+                options.max_pending != 0 && pending_estimate + 1 > options.max_pending;
+            throw OutboxFull(
+                by_records
+                    ? "the outbox holds " + std::to_string(pending_estimate) +
+                          " pending records, the configured maximum (max_pending = " +
+                          std::to_string(options.max_pending) + "); nothing was stored"
+                    : "the outbox holds " + std::to_string(pending_bytes_estimate) +
+                          " bytes of pending payload; this one (" + std::to_string(payload) +
+                          " bytes) would pass max_pending_bytes = " +
+                          std::to_string(options.max_pending_bytes) + "; nothing was stored");
         }
-        // Down to max_pending - step, so the next `step` adds need no count.
-        const std::uint64_t step = std::max<std::uint64_t>(1, options.max_pending / 100);
-        return pending_estimate + step - options.max_pending;
+        // Down to 1% below each limit that is passed, so the adds after this one need no count.
+        Excess e;
+        if (options.max_pending != 0 && pending_estimate + 1 > options.max_pending) {
+            const std::uint64_t step = std::max<std::uint64_t>(1, options.max_pending / 100);
+            e.records = pending_estimate + step - options.max_pending;
+        }
+        if (options.max_pending_bytes != 0 &&
+            pending_bytes_estimate + payload > options.max_pending_bytes) {
+            e.bytes = pending_bytes_estimate + payload + options.max_pending_bytes / 100 -
+                      options.max_pending_bytes;
+        }
+        return e;
     }
 
-    // Removes up to `n` pending records, lowest priority first, oldest first within it, and
-    // adds them to the dropped count. The caller holds a savepoint around this and the insert.
-    void drop_oldest(std::uint64_t n) {
+    // Removes pending records, lowest priority first, oldest first within it, until `e.records`
+    // records and `e.bytes` payload bytes are gone (or nothing is pending), and adds them to the
+    // dropped count. The caller holds a savepoint around this and the insert.
+    void drop_oldest(const Excess& e) {
         if (!drop) {
             lowest_priority = std::make_unique<SQLite::Statement>(
                 db, "SELECT min(priority) FROM outpost_records WHERE state = 0");
             drop = std::make_unique<SQLite::Statement>(
                 db,
                 "DELETE FROM outpost_records WHERE id IN (SELECT id FROM outpost_records "
-                "WHERE state = 0 AND priority = ?1 ORDER BY id LIMIT ?2)");
+                "WHERE state = 0 AND priority = ?1 ORDER BY id LIMIT ?2) "
+                "RETURNING length(payload)");
             count_dropped = std::make_unique<SQLite::Statement>(
                 db,
                 "INSERT INTO outpost_meta (name, value) VALUES ('dropped', ?1) "
                 "ON CONFLICT (name) DO UPDATE "
                 "SET value = CAST(value AS INTEGER) + CAST(excluded.value AS INTEGER)");
         }
-        std::uint64_t done = 0;
-        while (done < n) {
+        std::uint64_t records = 0, bytes = 0;
+        while (records < e.records || bytes < e.bytes) {
             const bool any = lowest_priority->executeStep() && !lowest_priority->isColumnNull(0);
             const int priority = any ? lowest_priority->getColumn(0).getInt() : 0;
             lowest_priority->reset();
             if (!any) {
-                break;  // nothing pending (another process delivered it meanwhile)
+                break;  // nothing pending (delivered meanwhile by the dispatcher)
+            }
+            // As many as the record count still needs, or as the byte count needs at the
+            // average payload size, whichever is more.
+            std::uint64_t rows = records < e.records ? e.records - records : 1;
+            if (bytes < e.bytes && pending_estimate != 0) {
+                const std::uint64_t average =
+                    std::max<std::uint64_t>(1, pending_bytes_estimate / pending_estimate);
+                rows = std::max(rows, (e.bytes - bytes + average - 1) / average);
             }
             drop->bind(1, priority);
-            drop->bind(2, static_cast<std::int64_t>(n - done));
-            const int removed = drop->exec();
+            drop->bind(2, static_cast<std::int64_t>(rows));
+            std::uint64_t removed = 0;
+            while (drop->executeStep()) {
+                ++removed;
+                bytes += static_cast<std::uint64_t>(drop->getColumn(0).getInt64());
+            }
             drop->reset();
-            if (removed <= 0) {
+            if (removed == 0) {
                 break;
             }
-            done += static_cast<std::uint64_t>(removed);
+            records += removed;
         }
-        if (done != 0) {
-            count_dropped->bind(1, static_cast<std::int64_t>(done));
+        if (records != 0) {
+            count_dropped->bind(1, static_cast<std::int64_t>(records));
             count_dropped->exec();
             count_dropped->reset();
         }
-        pending_estimate -= std::min(done, pending_estimate);
+        pending_estimate -= std::min(records, pending_estimate);
+        pending_bytes_estimate -= std::min(bytes, pending_bytes_estimate);
     }
 
     // Resets the cached statements after a failure, so the next add() starts clean.
@@ -212,8 +279,8 @@ std::int64_t Outbox::add(const Message& m) {
     Impl& s = *impl_;
     bool savepoint = false;
     try {
-        if (s.options.max_pending != 0) {
-            if (const std::uint64_t excess = s.check_quota(); excess != 0) {
+        if (s.has_quota()) {
+            if (const Impl::Excess excess = s.check_quota(m.payload.size()); excess.any()) {
                 // The removals and the insert stand or fall together, also in autocommit.
                 s.db.exec("SAVEPOINT outpost_add");
                 savepoint = true;
@@ -270,6 +337,7 @@ std::int64_t Outbox::add(const Message& m) {
             s.db.exec("RELEASE outpost_add");
         }
         ++s.pending_estimate;
+        s.pending_bytes_estimate += m.payload.size();
         return id;
     } catch (const SQLite::Exception& e) {
         s.reset_statements();

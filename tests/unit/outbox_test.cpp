@@ -311,6 +311,56 @@ TEST_F(OutboxTest, DropOldestMakesRoomInStepsOfOnePercent) {
     EXPECT_EQ(d.pending_ids().front(), 21);  // the oldest 20 went
 }
 
+TEST_F(OutboxTest, QuotaByBytesRefusesWhatWouldPassItAndNamesTheLimit) {
+    TempDir d;
+    SQLite::Database db(d.file("bytes.db"), SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+    OutboxOptions o;
+    o.max_pending_bytes = 1000;
+    Outbox box(db, o, clock_);
+    const std::string body(300, 'b');
+    for (int i = 0; i < 3; ++i) {
+        box.add(Message::text("t", body));  // 900 bytes pending
+    }
+    try {
+        box.add(Message::text("t", body));
+        FAIL() << "1,200 bytes pending were accepted under a 1,000-byte quota";
+    } catch (const OutboxFull& e) {
+        EXPECT_NE(std::string(e.what()).find("max_pending_bytes = 1000"), std::string::npos)
+            << e.what();
+    }
+    EXPECT_NO_THROW(box.add(Message::text("t", std::string(100, 's'))));  // exactly 1,000
+    EXPECT_EQ(box.counts().pending_bytes, 1000u);
+    db.exec("UPDATE outpost_records SET state = 1 WHERE id = 1");  // 300 bytes delivered
+    EXPECT_NO_THROW(box.add(Message::text("t", body)));
+    EXPECT_EQ(box.counts().pending_bytes, 1000u);
+}
+
+TEST_F(OutboxTest, DropOldestByBytesKeepsThePayloadUnderTheQuota) {
+    TempDir d;
+    SQLite::Database db(d.file("bytes.db"), SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+    OutboxOptions o;
+    o.max_pending_bytes = 1000;
+    o.when_full = WhenFull::drop_oldest;
+    Outbox box(db, o, clock_);
+    std::vector<std::int64_t> ids;
+    for (int i = 0; i < 6; ++i) {
+        ids.push_back(box.add(Message::text("t", std::string(300, 'b'))));
+        ASSERT_LE(box.counts().pending_bytes, 1000u) << "after add " << i;
+    }
+    // Three 300-byte payloads fit; each add past them drops the oldest.
+    SQLite::Statement q(db, "SELECT id FROM outpost_records WHERE state = 0 ORDER BY id");
+    std::vector<std::int64_t> left;
+    while (q.executeStep()) {
+        left.push_back(q.getColumn(0).getInt64());
+    }
+    EXPECT_EQ(left, std::vector<std::int64_t>(ids.end() - 3, ids.end()));
+    EXPECT_EQ(box.counts().dropped, 3u);
+    // A payload larger than the whole quota cannot be made room for: refused, nothing dropped.
+    EXPECT_THROW(box.add(Message::text("t", std::string(1001, 'x'))), OutboxFull);
+    EXPECT_EQ(box.counts().dropped, 3u);
+    EXPECT_EQ(box.counts().pending, 3u);
+}
+
 TEST_F(OutboxTest, CountsByState) {
     add("a");
     add("b");

@@ -108,4 +108,7 @@ TEST(Validate, DropOldestNeedsAQuota) {
     }
     o.max_pending = 100;
     EXPECT_NO_THROW(o.validate());
+    o.max_pending = 0;
+    o.max_pending_bytes = 1 << 20;
+    EXPECT_NO_THROW(o.validate());
 }
