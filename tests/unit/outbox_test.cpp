@@ -191,38 +191,15 @@ TEST_F(OutboxTest, RequeueMovesOnlyDeadRecords) {
     EXPECT_EQ(count("state = 0"), 2);
 }
 
-TEST_F(OutboxTest, QuotaRefusesBeyondMaxPendingAndStoresNothing) {
-    TempDir d;
-    SQLite::Database db(d.file("q.db"), SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
-    OutboxOptions o;
-    o.max_pending = 3;
-    Outbox box(db, o, clock_);
-    for (int i = 0; i < 3; ++i) {
-        box.add(Message::text("t", "x"));
-    }
-    EXPECT_THROW(box.add(Message::text("t", "x")), OutboxFull);
-    EXPECT_EQ(db.execAndGet("SELECT count(*) FROM outpost_records").getInt(), 3);
-    db.exec("UPDATE outpost_records SET state = 1 WHERE id = 1");  // one delivered
-    clock_.advance(2s);
-    EXPECT_NO_THROW(box.add(Message::text("t", "x")));
-    EXPECT_EQ(box.counts().pending, 3u);
-}
-
 namespace {
 
-// An outbox on its own file with a drop_oldest quota of `max_pending`.
-struct DropOldest {
-    explicit DropOldest(std::uint64_t max_pending, const Clock& clock)
-        : db(dir.file("drop.db"), SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE),
-          box(db, options(max_pending), clock) {}
-    static OutboxOptions options(std::uint64_t max_pending) {
-        OutboxOptions o;
-        o.max_pending = max_pending;
-        o.when_full = WhenFull::drop_oldest;
-        return o;
-    }
-    std::int64_t add(int priority = 0) {
-        Message m = Message::text("t", "x");
+// An outbox with a quota, on its own file.
+struct QuotaBox {
+    QuotaBox(OutboxOptions options, const Clock& clock)
+        : db(dir.file("quota.db"), SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE),
+          box(db, options, clock) {}
+    std::int64_t add(int priority = 0, std::string payload = "x") {
+        Message m = Message::text("t", std::move(payload));
         m.priority = priority;
         return box.add(m);
     }
@@ -239,10 +216,36 @@ struct DropOldest {
     Outbox box;
 };
 
+OutboxOptions quota(std::uint64_t max_pending, std::uint64_t max_pending_bytes = 0,
+                    WhenFull when_full = WhenFull::refuse) {
+    OutboxOptions o;
+    o.max_pending = max_pending;
+    o.max_pending_bytes = max_pending_bytes;
+    o.when_full = when_full;
+    return o;
+}
+
+OutboxOptions drop_at(std::uint64_t max_pending) {
+    return quota(max_pending, 0, WhenFull::drop_oldest);
+}
+
 }  // namespace
 
+TEST_F(OutboxTest, QuotaRefusesBeyondMaxPendingAndStoresNothing) {
+    QuotaBox q(quota(3), clock_);
+    for (int i = 0; i < 3; ++i) {
+        q.add();
+    }
+    EXPECT_THROW(q.add(), OutboxFull);
+    EXPECT_EQ(q.db.execAndGet("SELECT count(*) FROM outpost_records").getInt(), 3);
+    q.db.exec("UPDATE outpost_records SET state = 1 WHERE id = 1");  // one delivered
+    clock_.advance(2s);
+    EXPECT_NO_THROW(q.add());
+    EXPECT_EQ(q.box.counts().pending, 3u);
+}
+
 TEST_F(OutboxTest, DropOldestKeepsTheNewestAndCountsWhatItRemoved) {
-    DropOldest d(10, clock_);
+    QuotaBox d(drop_at(10), clock_);
     const std::int64_t dead = d.add();
     d.db.exec("UPDATE outpost_records SET state = 2 WHERE id = " + std::to_string(dead));
     std::vector<std::int64_t> ids;
@@ -258,7 +261,7 @@ TEST_F(OutboxTest, DropOldestKeepsTheNewestAndCountsWhatItRemoved) {
 }
 
 TEST_F(OutboxTest, DropOldestTakesTheLowestPriorityFirst) {
-    DropOldest d(4, clock_);
+    QuotaBox d(drop_at(4), clock_);
     const std::int64_t urgent1 = d.add(5);
     const std::int64_t urgent2 = d.add(5);
     std::vector<std::int64_t> routine;
@@ -271,7 +274,7 @@ TEST_F(OutboxTest, DropOldestTakesTheLowestPriorityFirst) {
 }
 
 TEST_F(OutboxTest, DropOldestRollsBackWithTheAppsTransaction) {
-    DropOldest d(3, clock_);
+    QuotaBox d(drop_at(3), clock_);
     for (int i = 0; i < 3; ++i) {
         d.add();
     }
@@ -290,7 +293,7 @@ TEST_F(OutboxTest, DropOldestRollsBackWithTheAppsTransaction) {
 }
 
 TEST_F(OutboxTest, DropOldestMakesRoomInStepsOfOnePercent) {
-    DropOldest d(1000, clock_);
+    QuotaBox d(drop_at(1000), clock_);
     {
         SQLite::Transaction tx(d.db);
         for (int i = 0; i < 1000; ++i) {
@@ -312,53 +315,39 @@ TEST_F(OutboxTest, DropOldestMakesRoomInStepsOfOnePercent) {
 }
 
 TEST_F(OutboxTest, QuotaByBytesRefusesWhatWouldPassItAndNamesTheLimit) {
-    TempDir d;
-    SQLite::Database db(d.file("bytes.db"), SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
-    OutboxOptions o;
-    o.max_pending_bytes = 1000;
-    Outbox box(db, o, clock_);
+    QuotaBox q(quota(0, 1000), clock_);
     const std::string body(300, 'b');
     for (int i = 0; i < 3; ++i) {
-        box.add(Message::text("t", body));  // 900 bytes pending
+        q.add(0, body);  // 900 bytes pending
     }
     try {
-        box.add(Message::text("t", body));
+        q.add(0, body);
         FAIL() << "1,200 bytes pending were accepted under a 1,000-byte quota";
     } catch (const OutboxFull& e) {
         EXPECT_NE(std::string(e.what()).find("max_pending_bytes = 1000"), std::string::npos)
             << e.what();
     }
-    EXPECT_NO_THROW(box.add(Message::text("t", std::string(100, 's'))));  // exactly 1,000
-    EXPECT_EQ(box.counts().pending_bytes, 1000u);
-    db.exec("UPDATE outpost_records SET state = 1 WHERE id = 1");  // 300 bytes delivered
-    EXPECT_NO_THROW(box.add(Message::text("t", body)));
-    EXPECT_EQ(box.counts().pending_bytes, 1000u);
+    EXPECT_NO_THROW(q.add(0, std::string(100, 's')));  // exactly 1,000
+    EXPECT_EQ(q.box.counts().pending_bytes, 1000u);
+    q.db.exec("UPDATE outpost_records SET state = 1 WHERE id = 1");  // 300 bytes delivered
+    EXPECT_NO_THROW(q.add(0, body));
+    EXPECT_EQ(q.box.counts().pending_bytes, 1000u);
 }
 
 TEST_F(OutboxTest, DropOldestByBytesKeepsThePayloadUnderTheQuota) {
-    TempDir d;
-    SQLite::Database db(d.file("bytes.db"), SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
-    OutboxOptions o;
-    o.max_pending_bytes = 1000;
-    o.when_full = WhenFull::drop_oldest;
-    Outbox box(db, o, clock_);
+    QuotaBox q(quota(0, 1000, WhenFull::drop_oldest), clock_);
     std::vector<std::int64_t> ids;
     for (int i = 0; i < 6; ++i) {
-        ids.push_back(box.add(Message::text("t", std::string(300, 'b'))));
-        ASSERT_LE(box.counts().pending_bytes, 1000u) << "after add " << i;
+        ids.push_back(q.add(0, std::string(300, 'b')));
+        ASSERT_LE(q.box.counts().pending_bytes, 1000u) << "after add " << i;
     }
     // Three 300-byte payloads fit; each add past them drops the oldest.
-    SQLite::Statement q(db, "SELECT id FROM outpost_records WHERE state = 0 ORDER BY id");
-    std::vector<std::int64_t> left;
-    while (q.executeStep()) {
-        left.push_back(q.getColumn(0).getInt64());
-    }
-    EXPECT_EQ(left, std::vector<std::int64_t>(ids.end() - 3, ids.end()));
-    EXPECT_EQ(box.counts().dropped, 3u);
+    EXPECT_EQ(q.pending_ids(), std::vector<std::int64_t>(ids.end() - 3, ids.end()));
+    EXPECT_EQ(q.box.counts().dropped, 3u);
     // A payload larger than the whole quota cannot be made room for: refused, nothing dropped.
-    EXPECT_THROW(box.add(Message::text("t", std::string(1001, 'x'))), OutboxFull);
-    EXPECT_EQ(box.counts().dropped, 3u);
-    EXPECT_EQ(box.counts().pending, 3u);
+    EXPECT_THROW(q.add(0, std::string(1001, 'x')), OutboxFull);
+    EXPECT_EQ(q.box.counts().dropped, 3u);
+    EXPECT_EQ(q.box.counts().pending, 3u);
 }
 
 TEST_F(OutboxTest, CountsByState) {
