@@ -203,6 +203,12 @@ class EndToEnd : public ::testing::Test {
         if (down_for > 0ms) {
             std::this_thread::sleep_for(down_for);  // the outage itself is what is under test
         }
+        bring_back(mark);
+    }
+
+    // Restarts the broker and then the subscriber, and notes when (for
+    // expect_subscriber_was_first); `mark` is the event position when the outage began.
+    void bring_back(std::size_t mark) {
         const auto restart_at = steady::now();
         mosq_.start();
         sub_->reconnect();
@@ -353,10 +359,7 @@ TEST_F(EndToEnd, BrokerDownAtStartThenUp) {
     start(dispatcher_options());
     ASSERT_GE(events_.wait_for(DispatchEvent::Kind::disconnected, "cannot connect", mark, 10s), 0);
     EXPECT_FALSE(dispatcher_->stats().connected);
-    const auto restart_at = steady::now();
-    mosq_.start();
-    sub_->reconnect();
-    subscribed_again_.push_back({restart_at, steady::now(), mark});
+    bring_back(mark);
     ASSERT_TRUE(dispatcher_->drain(30s));
     ASSERT_TRUE(sub_->wait_for_distinct("outpost-id", 300, 20s));
     expect_subscriber_was_first();
@@ -395,10 +398,7 @@ TEST_F(EndToEnd, OfflineThenSyncDrainsInOrderWithoutBurningAttempts) {
         0);
     EXPECT_EQ(dispatcher_->stats().retries, 0u);
 
-    const auto restart_at = steady::now();
-    mosq_.start();
-    sub_->reconnect();
-    subscribed_again_.push_back({restart_at, steady::now(), mark});
+    bring_back(mark);
     ASSERT_TRUE(dispatcher_->drain(30s));
     ASSERT_TRUE(sub_->wait_for_distinct("outpost-id", 1050, 20s));
     expect_subscriber_was_first();
@@ -428,10 +428,7 @@ TEST_F(EndToEnd, HundredThousandAddedOfflineDrainInOrderWhenTheBrokerAppears) {
     EXPECT_EQ(outbox_.counts().pending, static_cast<std::uint64_t>(kTotal));
     EXPECT_EQ(dispatcher_->stats().published, 0u);
 
-    const auto restart_at = steady::now();
-    mosq_.start();
-    sub_->reconnect();
-    subscribed_again_.push_back({restart_at, steady::now(), mark});
+    bring_back(mark);
     ASSERT_TRUE(dispatcher_->drain(240s)) << dispatcher_->stats().last_error;
     ASSERT_TRUE(sub_->wait_for_distinct("outpost-id", kTotal, 60s));
     expect_subscriber_was_first();
