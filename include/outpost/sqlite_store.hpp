@@ -28,7 +28,7 @@ class SqliteStore final : public Store {
     SqliteStore& operator=(const SqliteStore&) = delete;
 
     std::vector<PendingRef> scan_pending(const DispatchCursor& after, std::size_t limit) override;
-    std::vector<Record> load_pending(const std::vector<std::int64_t>& ids) override;
+    LoadedRecords load_pending(const std::vector<std::int64_t>& ids) override;
     void apply(const std::vector<Outcome>& outcomes, bool keep_delivered) override;
     bool has_pending() override;
     std::optional<std::int64_t> next_expiry() override;

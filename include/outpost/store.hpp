@@ -51,6 +51,19 @@ struct LeaseInfo {
     std::int64_t expires_at = 0;    // wall ms after which anyone may take it over
 };
 
+// A pending record whose stored form does not decode (headers blob damaged, a column of the
+// wrong type): the dispatcher moves it to dead with `reason` instead of sending it.
+struct UnreadableRecord {
+    std::int64_t id = 0;
+    std::string reason;
+};
+
+// What load_pending() found.
+struct LoadedRecords {
+    std::vector<Record> records;              // still pending, in the order asked for
+    std::vector<UnreadableRecord> unreadable;  // pending but undecodable
+};
+
 // Counts of records by state (and bytes of payload).
 struct StoreCounts {
     std::uint64_t pending = 0, delivered = 0, dead = 0, expired = 0;
@@ -71,8 +84,10 @@ class Store {
     virtual std::vector<PendingRef> scan_pending(const DispatchCursor& after,
                                                  std::size_t limit) = 0;
     // The whole records of `ids` that are still pending, in the order of `ids` (one read
-    // transaction for all of them).
-    virtual std::vector<Record> load_pending(const std::vector<std::int64_t>& ids) = 0;
+    // transaction for all of them, always ended, also when this throws). A record that does not
+    // decode is listed in `unreadable` and never stops the others; only a storage failure
+    // (busy, I/O) throws.
+    virtual LoadedRecords load_pending(const std::vector<std::int64_t>& ids) = 0;
     // Writes all outcomes in one transaction (BEGIN IMMEDIATE). With `keep_delivered` false,
     // delivered records are deleted at once; otherwise they are marked delivered with done_at.
     virtual void apply(const std::vector<Outcome>& outcomes, bool keep_delivered) = 0;

@@ -465,7 +465,7 @@ struct Dispatcher::Impl {
             ids.push_back(c.id);
         }
         std::size_t made = 0;
-        for (const Record& rec : store.load_pending(ids)) {
+        for (const Record& rec : store.load_pending(ids).records) {
             if (!send(rec)) {
                 break;  // the connection went down under us
             }

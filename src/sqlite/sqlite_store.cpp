@@ -163,10 +163,10 @@ std::vector<PendingRef> SqliteStore::scan_pending(const DispatchCursor& after, s
     return out;
 }
 
-std::vector<Record> SqliteStore::load_pending(const std::vector<std::int64_t>& ids) {
+LoadedRecords SqliteStore::load_pending(const std::vector<std::int64_t>& ids) {
     Impl& s = *impl_;
-    std::vector<Record> out;
-    out.reserve(ids.size());
+    LoadedRecords out;
+    out.records.reserve(ids.size());
     try {
         // One read transaction for the batch: each statement outside a transaction would take
         // and drop the WAL read lock (fcntl calls) on its own.
@@ -174,7 +174,16 @@ std::vector<Record> SqliteStore::load_pending(const std::vector<std::int64_t>& i
         for (std::int64_t id : ids) {
             s.load.bind(1, id);
             if (s.load.executeStep()) {
-                out.push_back(detail::read_record(s.load));
+                try {
+                    out.records.push_back(detail::read_record(s.load));
+                } catch (const SQLite::Exception&) {
+                    throw;  // the storage failed, not the record
+                } catch (const std::exception& e) {
+                    // The row is there but does not decode: say so, and load the others.
+                    out.unreadable.push_back({id, std::string("the stored record cannot be "
+                                                              "read: ") +
+                                                      e.what()});
+                }
             }
             s.load.reset();
         }

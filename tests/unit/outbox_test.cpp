@@ -127,7 +127,7 @@ TEST_F(OutboxTest, StoresEveryFieldOfTheMessage) {
     m.headers = {{"unit", "°C"}, {"empty", ""}};
     m.content_type = "application/octet-stream";
     const std::int64_t id = outbox_.add(m);
-    const std::vector<Record> loaded = store().load_pending({id});
+    const std::vector<Record> loaded = store().load_pending({id}).records;
     ASSERT_EQ(loaded.size(), 1u);
     const Record* r = &loaded[0];
     EXPECT_EQ(r->message, m);
@@ -139,7 +139,7 @@ TEST_F(OutboxTest, StoresEveryFieldOfTheMessage) {
 
 TEST_F(OutboxTest, AnEmptyPayloadIsStoredAsAnEmptyBlob) {
     const std::int64_t id = outbox_.add(Message::text("empty", ""));
-    const std::vector<Record> loaded = store().load_pending({id});
+    const std::vector<Record> loaded = store().load_pending({id}).records;
     ASSERT_EQ(loaded.size(), 1u);
     EXPECT_TRUE(loaded[0].message.payload.empty());
 }
