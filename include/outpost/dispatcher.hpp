@@ -38,6 +38,9 @@ const char* to_string(DispatchEvent::Kind kind) noexcept;
 // Called on the dispatcher thread: keep it short, never call back into the dispatcher.
 using EventHandler = std::function<void(const DispatchEvent&)>;
 
+// The longest duration any option accepts: 100 years (leave a feature off for "never").
+inline constexpr std::chrono::milliseconds kMaxDuration{std::chrono::hours(24 * 365 * 100)};
+
 struct DispatcherOptions {
     // Publishes in flight at once. Default 100; 1..65535.
     std::size_t window = 100;

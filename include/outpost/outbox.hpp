@@ -18,7 +18,7 @@ class Database;
 namespace outpost {
 
 // The outpost schema version this library reads and writes.
-inline constexpr int kSchemaVersion = 1;
+inline constexpr int kSchemaVersion = 2;
 
 // What add() does once the quota (max_pending, max_pending_bytes) is reached.
 enum class WhenFull {

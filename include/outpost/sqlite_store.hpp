@@ -28,11 +28,17 @@ class SqliteStore final : public Store {
     SqliteStore& operator=(const SqliteStore&) = delete;
 
     std::vector<PendingRef> scan_pending(const DispatchCursor& after, std::size_t limit) override;
+    std::optional<PendingRef> key_head(const std::string& key) override;
+    std::vector<PendingRef> scan_arrivals(std::int64_t after_id, std::int64_t upto_id,
+                                          int above_priority, std::size_t limit) override;
+    std::int64_t last_id() override;
+    std::int64_t requeue_count() override;
     LoadedRecords load_pending(const std::vector<std::int64_t>& ids) override;
     void apply(const std::vector<Outcome>& outcomes, bool keep_delivered) override;
     bool has_pending() override;
     std::optional<std::int64_t> next_expiry() override;
-    std::vector<std::int64_t> expire_due(std::int64_t now_ms) override;
+    std::vector<std::int64_t> expire_due(std::int64_t now_ms,
+                                         const std::vector<std::int64_t>& in_flight) override;
     std::size_t clamp_retry_times(std::int64_t now_ms, std::int64_t horizon_ms) override;
     std::size_t purge_delivered(std::int64_t before_ms) override;
     std::int64_t data_version() override;

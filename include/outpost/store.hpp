@@ -60,7 +60,7 @@ struct UnreadableRecord {
 
 // What load_pending() found.
 struct LoadedRecords {
-    std::vector<Record> records;              // still pending, in the order asked for
+    std::vector<Record> records;               // still pending, in the order asked for
     std::vector<UnreadableRecord> unreadable;  // pending but undecodable
 };
 
@@ -83,6 +83,19 @@ class Store {
     // next_attempt_at or expires_at lie in the future or past: the dispatcher decides.
     virtual std::vector<PendingRef> scan_pending(const DispatchCursor& after,
                                                  std::size_t limit) = 0;
+    // The first pending record of `key` in dispatch order (its head), if any: one index seek,
+    // whatever the key's backlog.
+    virtual std::optional<PendingRef> key_head(const std::string& key) = 0;
+    // Pending records with `after_id < id <= upto_id` and a priority above `above_priority`, in
+    // id order, at most `limit`: what arrived since the dispatcher last looked and lies before
+    // its scan position. Costs O(records in the id range), not O(backlog).
+    virtual std::vector<PendingRef> scan_arrivals(std::int64_t after_id, std::int64_t upto_id,
+                                                  int above_priority, std::size_t limit) = 0;
+    // The highest record id ever given out (ids only grow), or 0.
+    virtual std::int64_t last_id() = 0;
+    // A count that every requeue of dead records (by any process) moves: when it changed,
+    // records may have become pending before the dispatcher's scan position.
+    virtual std::int64_t requeue_count() = 0;
     // The whole records of `ids` that are still pending, in the order of `ids` (one read
     // transaction for all of them, always ended, also when this throws). A record that does not
     // decode is listed in `unreadable` and never stops the others; only a storage failure
@@ -95,8 +108,10 @@ class Store {
     virtual bool has_pending() = 0;
     // The earliest expires_at of a pending record, if any has a ttl.
     virtual std::optional<std::int64_t> next_expiry() = 0;
-    // Marks pending records whose expires_at <= now_ms as expired; returns their ids.
-    virtual std::vector<std::int64_t> expire_due(std::int64_t now_ms) = 0;
+    // Marks pending records whose expires_at <= now_ms as expired, except those in `in_flight`
+    // (their acknowledgement decides); returns their ids.
+    virtual std::vector<std::int64_t> expire_due(std::int64_t now_ms,
+                                                 const std::vector<std::int64_t>& in_flight) = 0;
     // Pulls back next_attempt_at values further than `horizon_ms` in the future to `now_ms`
     // (the wall clock stepped backwards); returns how many.
     virtual std::size_t clamp_retry_times(std::int64_t now_ms, std::int64_t horizon_ms) = 0;

@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <deque>
 #include <mutex>
+#include <queue>
 #include <random>
 #include <thread>
 #include <unordered_map>
@@ -59,6 +60,23 @@ void DispatcherOptions::validate() const {
     positive(reconnect_initial, "reconnect_initial");
     positive(connect_timeout, "connect_timeout");
     positive(lease_ttl, "lease_ttl");
+    // Times are computed as now + d on the monotonic clock (nanoseconds) and on the wall clock
+    // (ms): a "never" of hundreds of years would overflow both.
+    auto bounded = [](std::chrono::milliseconds v, const char* name) {
+        if (v > kMaxDuration) {
+            throw InvalidConfig(std::string("DispatcherOptions::") + name + " is " +
+                                std::to_string(v.count()) + " ms; it must be at most " +
+                                std::to_string(kMaxDuration.count()) + " ms (100 years)");
+        }
+    };
+    bounded(ack_timeout, "ack_timeout");
+    bounded(poll_interval, "poll_interval");
+    bounded(reconnect_initial, "reconnect_initial");
+    bounded(reconnect_max, "reconnect_max");
+    bounded(connect_timeout, "connect_timeout");
+    bounded(lease_ttl, "lease_ttl");
+    bounded(retention, "retention");
+    bounded(retry.max_backoff, "retry.max_backoff");
     if (reconnect_max < reconnect_initial) {
         throw InvalidConfig("DispatcherOptions::reconnect_max must be at least reconnect_initial");
     }
@@ -77,6 +95,26 @@ using Ms = std::chrono::milliseconds;
 
 // How often an offline dispatcher looks at the database (for TTL expiry and other writers).
 constexpr Ms kOfflinePoll{5000};
+// A connection lost sooner than this after it was made died young: losing several in a row
+// backs the reconnects off.
+constexpr Clock::duration kYoungConnection = 10s;
+// A publish lost with its connection within this time of being sent, with nothing sent after it
+// acknowledged, is suspected of having made the broker drop the connection...
+constexpr Clock::duration kSuspectWindow = 5s;
+// ... and once it was so kSuspectStreak times in a row, each such loss counts as an attempt.
+constexpr std::uint32_t kSuspectStreak = 3;
+
+// initial x 2^(failures-1), capped at `max`, scaled by a factor in [0.5, 1] drawn from
+// `sample` (full jitter on the upper half: a fleet that lost the same broker spreads out).
+Ms backoff_delay(Ms initial, Ms max, std::uint32_t failures, double sample) {
+    double d = static_cast<double>(initial.count());
+    for (std::uint32_t i = 1; i < failures && d < static_cast<double>(max.count()); ++i) {
+        d *= 2;
+    }
+    d = std::min(d, static_cast<double>(max.count()));
+    d *= 0.5 + 0.5 * std::clamp(sample, 0.0, 1.0);
+    return Ms(static_cast<std::int64_t>(d));
+}
 
 std::string random_token(std::mt19937_64& rng) {
     char out[33];
@@ -96,11 +134,12 @@ std::string host_name() {
 }  // namespace
 
 struct Dispatcher::Impl {
-    // A publish handed to the broker and not yet written back.
+    // A publish handed to the broker and not yet written back, or an outcome decided without a
+    // publish (expired, unreadable, a suspected poison message) waiting to be written.
     struct Flight {
-        std::uint64_t seq = 0;  // matches the completion to this publish
-        std::optional<std::string> key;
-        std::uint32_t attempts = 0;      // attempts before this publish
+        std::uint64_t seq = 0;  // matches the completion to this publish; 0: no publish
+        PendingRef ref;         // the record as scanned (key, priority, attempts before this)
+        Clock::time_point sent_at{};
         Clock::time_point deadline{};    // ack timeout
         std::optional<Outcome> outcome;  // decided, waiting to be written
     };
@@ -108,6 +147,20 @@ struct Dispatcher::Impl {
         std::int64_t id;
         std::uint64_t seq;
         PublishResult result;
+    };
+    // A record, or a key's head, that waits for its retry time.
+    struct Due {
+        std::int64_t at;  // wall ms
+        PendingRef ref;   // keyless: the record; keyed: the head when it was rescheduled
+        bool operator>(const Due& o) const { return at > o.at; }
+    };
+    // The first publish lost with each connection, to tell a message the broker answers by
+    // dropping the connection (mosquitto does so for some topics and properties).
+    struct Suspect {
+        std::int64_t id = 0;
+        std::uint64_t seq = 0;
+        PendingRef ref;
+        Clock::time_point sent_at{};
     };
 
     Store& store;
@@ -132,20 +185,33 @@ struct Dispatcher::Impl {
 
     // --- dispatching thread only ---
     std::unordered_map<std::int64_t, Flight> flights;
-    std::size_t sent = 0;                          // flights whose outcome is not decided yet
-    std::unordered_set<std::string> busy_keys;     // a record of the key is in flight
-    std::unordered_set<std::string> waiting_keys;  // the key's head waits for its retry time
-    // Due records the scan passed because their key was busy, per key in dispatch order.
-    std::unordered_map<std::string, std::deque<PendingRef>> parked;
-    std::size_t parked_count = 0;
-    std::unordered_set<std::string> freed;  // keys that became free since the last step
+    std::size_t sent = 0;  // flights whose outcome is not decided yet
+
+    // The dispatch queue: where the next records come from, and which keys must wait.
+    //
+    // Sources, in the order publish_due() takes them: keys whose head's retry is due and keys
+    // that became free (their head, by one seek on the key index), records whose retry is due,
+    // records that arrived before the scan position (a higher priority), then the forward pass
+    // over the dispatch order from `cursor`. The pass skips records of blocked keys without
+    // remembering them: each blocked key is asked for its head when it is free again, so a key's
+    // backlog costs nothing while it waits, and other keys flow on. Every record the pass
+    // skips has a way back: busy key -> freed, waiting key or record -> `dues`.
     DispatchCursor cursor;
-    bool at_end = false;  // the last scan reached the end of the pending records
-    std::optional<std::int64_t> next_retry_wall;
+    bool at_end = false;       // the pass reached the end of the pending records
+    std::int64_t seen_id = 0;  // records up to this id were there when the pass (or an arrivals
+                               // check) last looked; newer ones lie ahead of it or are arrivals
+    bool arrivals_due = true;  // records may have been committed since seen_id
+    std::unordered_set<std::string> busy_keys;                   // a record of the key is in flight
+    std::unordered_map<std::string, std::int64_t> waiting_keys;  // key -> when its head is due
+    std::unordered_set<std::string> freed;  // keys that became free since they were last asked
+    std::priority_queue<Due, std::vector<Due>, std::greater<>> dues;
+    std::optional<std::int64_t> forgotten_due;  // earliest retry `dues` had no room for
+    std::int64_t requeues = -1;                 // Store::requeue_count() last seen
     std::int64_t data_version = -1;
     std::optional<std::int64_t> next_expiry;  // earliest expires_at of a pending record
     bool next_expiry_known = false;
     Clock::time_point next_poll{};
+    std::optional<Clock::time_point> error_hold;  // after a failed step: not before this
     std::mt19937_64 rng{std::random_device{}()};
     std::uniform_real_distribution<double> unit{0.0, 1.0};
 
@@ -156,8 +222,14 @@ struct Dispatcher::Impl {
 
     bool was_connected = false;
     std::uint32_t connect_failures = 0;
+    std::uint32_t quick_losses = 0;  // connections in a row that died young
+    Clock::time_point connected_at{};
     Clock::time_point next_connect{};
-    std::int64_t clock_offset = 0;  // wall - monotonic, to notice wall-clock steps
+    std::uint64_t acked_seq = 0;        // highest seq acknowledged on this connection
+    std::optional<Suspect> loss_first;  // earliest publish lost with this connection
+    std::int64_t suspect_id = 0;        // the record the last lost connections pointed at
+    std::uint32_t suspect_streak = 0;   // how many in a row
+    std::int64_t clock_offset = 0;      // wall - monotonic, to notice wall-clock steps
     bool clock_checked = false;
     Clock::time_point next_purge{};
     std::uint64_t seq = 0;
@@ -172,6 +244,8 @@ struct Dispatcher::Impl {
         lease.host = host_name();
         lease.pid = static_cast<std::int64_t>(::getpid());
     }
+
+    std::size_t due_capacity() const { return std::max<std::size_t>(4096, 16 * opt.window); }
 
     void emit(DispatchEvent e) {
         if (opt.on_event) {
@@ -226,6 +300,12 @@ struct Dispatcher::Impl {
         return std::chrono::duration_cast<Ms>(t.time_since_epoch()).count();
     }
 
+    // A short pause before trying again after a failure, never a spin on a disk that stays
+    // full or a database that stays busy.
+    Clock::duration retry_pause() const {
+        return std::min<Clock::duration>(opt.poll_interval, std::chrono::seconds(1));
+    }
+
     // ---- lease ----
 
     void take_lease() {
@@ -243,6 +323,9 @@ struct Dispatcher::Impl {
         if (clock.now() < next_heartbeat) {
             return;
         }
+        // Until the store answers: a store that throws is asked again after a pause, not in a
+        // spin.
+        next_heartbeat = clock.now() + std::min<Clock::duration>(opt.lease_ttl / 3, retry_pause());
         if (!lease_held) {
             try {
                 take_lease();
@@ -268,14 +351,22 @@ struct Dispatcher::Impl {
 
     // ---- connection ----
 
+    // Remembers the earliest publish lost with the current connection.
+    void note_lost(std::int64_t id, const Flight& f) {
+        if (f.seq != 0 && (!loss_first || f.seq < loss_first->seq)) {
+            loss_first = Suspect{id, f.seq, f.ref, f.sent_at};
+        }
+    }
+
     // Forgets every undecided publish: the records are pending in the database and will be
     // sent again. Never an attempt.
     void drop_flights() {
         std::size_t dropped = 0;
         for (auto it = flights.begin(); it != flights.end();) {
             if (!it->second.outcome) {
-                if (it->second.key) {
-                    busy_keys.erase(*it->second.key);
+                note_lost(it->first, it->second);
+                if (it->second.ref.key) {
+                    busy_keys.erase(*it->second.ref.key);
                 }
                 it = flights.erase(it);
                 ++dropped;
@@ -290,15 +381,41 @@ struct Dispatcher::Impl {
         stats.connection_losses += dropped;
     }
 
-    Ms reconnect_delay() {
-        double d = static_cast<double>(opt.reconnect_initial.count());
-        for (std::uint32_t i = 1; i < connect_failures && d < opt.reconnect_max.count(); ++i) {
-            d *= 2;
+    // A connection died. When it died right after the same publish several times in a row,
+    // that record is what the broker answers by disconnecting: count an attempt for it, so
+    // the retry cap ends it and the records behind it go. Also backs off reconnecting to a
+    // broker that keeps dropping young connections.
+    void judge_loss() {
+        const auto now = clock.now();
+        const bool young = now - connected_at < kYoungConnection;
+        quick_losses = young ? quick_losses + 1 : 0;
+        std::optional<Suspect> s;
+        s.swap(loss_first);
+        // "Right after": lost within moments of being sent, with nothing sent after it
+        // acknowledged on that connection.
+        if (!s || now - s->sent_at > kSuspectWindow || acked_seq > s->seq) {
+            suspect_streak = 0;
+            return;
         }
-        d = std::min(d, static_cast<double>(opt.reconnect_max.count()));
-        // Full jitter on the upper half: a fleet that lost the same broker spreads out.
-        d *= 0.5 + 0.5 * unit(rng);
-        return Ms(static_cast<std::int64_t>(d));
+        suspect_streak = s->id == suspect_id ? suspect_streak + 1 : 1;
+        suspect_id = s->id;
+        if (suspect_streak < kSuspectStreak || flights.count(s->id) != 0) {
+            return;
+        }
+        Flight f;
+        f.ref = s->ref;
+        f.outcome = failure(s->id, f,
+                            "the broker dropped the connection right after this publish " +
+                                std::to_string(suspect_streak) +
+                                " times in a row (a message it refuses by disconnecting?)");
+        if (f.ref.key) {
+            busy_keys.insert(*f.ref.key);  // freed once the attempt is written
+        }
+        flights.emplace(s->id, std::move(f));
+    }
+
+    Ms reconnect_delay() {
+        return backoff_delay(opt.reconnect_initial, opt.reconnect_max, connect_failures, unit(rng));
     }
 
     // Returns true when connected after the call.
@@ -312,20 +429,23 @@ struct Dispatcher::Impl {
         if (was_connected) {
             was_connected = false;
             drop_flights();
+            judge_loss();
             {
                 std::lock_guard lock(mutex);
                 stats.connected = false;
             }
             emit({DispatchEvent::Kind::disconnected, 0, 0, 0, "connection lost"});
-            connect_failures = 0;
-            next_connect = clock.now();  // first reconnect at once, then back off
+            // The first reconnect at once; a broker that keeps dropping young connections is
+            // backed off like one that refuses them.
+            connect_failures = quick_losses > 1 ? quick_losses - 1 : 0;
+            next_connect = clock.now() + (connect_failures > 0 ? reconnect_delay() : Ms(0));
         }
         if (clock.now() < next_connect) {
             return false;
         }
         try {
             broker.connect(opt.connect_timeout);
-        } catch (const Error& e) {
+        } catch (const std::exception& e) {
             ++connect_failures;
             next_connect = clock.now() + reconnect_delay();
             note_error(e.what());
@@ -339,6 +459,9 @@ struct Dispatcher::Impl {
     void on_connected() {
         was_connected = true;
         connect_failures = 0;
+        connected_at = clock.now();
+        acked_seq = 0;
+        loss_first.reset();
         reset_scan();
         {
             std::lock_guard lock(mutex);
@@ -348,91 +471,164 @@ struct Dispatcher::Impl {
         emit({DispatchEvent::Kind::connected, 0, 0, 0, ""});
     }
 
-    // ---- scanning and publishing ----
+    // ---- the dispatch queue ----
 
-    // Starts the forward scan again from the first pending record, forgetting what the last
-    // pass learnt (parked records, waiting keys).
+    // Starts the forward pass again from the first pending record, forgetting what the last
+    // pass learnt (waiting keys, due retries). Busy keys stay: they are in `flights`.
     void reset_scan() {
         cursor = DispatchCursor{};
         at_end = false;
+        arrivals_due = true;
         waiting_keys.clear();
-        next_retry_wall.reset();
-        parked.clear();
-        parked_count = 0;
         freed.clear();
+        dues = {};
+        forgotten_due.reset();
     }
 
-    bool key_blocked(const std::optional<std::string>& key) const {
-        return key && (busy_keys.count(*key) != 0 || waiting_keys.count(*key) != 0);
+    // Remembers that `r` (or its key's head) waits until `at`.
+    void wait_for(const PendingRef& r, std::int64_t at) {
+        if (r.key) {
+            waiting_keys[*r.key] = at;
+        }
+        if (dues.size() < due_capacity()) {
+            dues.push({at, r});
+        } else {
+            // No room: a pass from the top finds it when it is due.
+            forgotten_due = std::min(forgotten_due.value_or(at), at);
+        }
     }
 
-    // Publishes what the window allows; returns how many publishes were made.
-    //
-    // Two sources, in dispatch order: first the parked records of keys that became free (they
-    // lie before the cursor), then a forward scan from the cursor. The scan examines at most
-    // `scan_budget` rows per step and parks at most `park_limit` rows, so a backlog held back
-    // by busy keys costs O(window) per step, not O(backlog).
+    // The earliest wall time something waits for.
+    std::optional<std::int64_t> next_due() const {
+        std::optional<std::int64_t> t = forgotten_due;
+        if (!dues.empty()) {
+            t = std::min(t.value_or(dues.top().at), dues.top().at);
+        }
+        return t;
+    }
+
+    // True when the dispatch queue has more to look at than this step looked at.
+    bool queue_busy() const {
+        return !freed.empty() || arrivals_due || !at_end ||
+               (!dues.empty() && dues.top().at <= clock.wall_ms());
+    }
+
+    struct Chosen {
+        std::int64_t id;
+        PendingRef ref;
+    };
+
+    // Publishes what the window allows; returns how many publishes were made. A step that
+    // throws leaves no trace: the keys it marked busy are free again and the pass starts over.
     std::size_t publish_due() {
-        const std::int64_t now = clock.wall_ms();
         std::vector<Chosen> chosen;
+        try {
+            choose(chosen);
+            return send_chosen(chosen);
+        } catch (...) {
+            for (const Chosen& c : chosen) {
+                if (c.ref.key && flights.count(c.id) == 0) {
+                    busy_keys.erase(*c.ref.key);
+                }
+            }
+            reset_scan();
+            throw;
+        }
+    }
+
+    void choose(std::vector<Chosen>& chosen) {
+        const std::int64_t now = clock.wall_ms();
         auto room = [&] { return opt.window - std::min(opt.window, sent + chosen.size()); };
-        auto consider = [&](const PendingRef& r, bool from_scan) {
+        auto consider = [&](const PendingRef& r) {
             if (flights.count(r.id) != 0) {
                 return;
             }
+            if (r.key && (busy_keys.count(*r.key) != 0 || waiting_keys.count(*r.key) != 0)) {
+                return;  // asked again when the key is free or due
+            }
             if (r.expires_at && *r.expires_at <= now) {
-                flights[r.id] = Flight{0,
-                                       std::nullopt,
-                                       r.attempts,
-                                       {},
-                                       Outcome{Outcome::Kind::expired, r.id, r.attempts, 0,
-                                               "ttl passed before delivery", now}};
+                Flight f;
+                f.ref = r;
+                f.outcome = Outcome{Outcome::Kind::expired,       r.id, r.attempts, 0,
+                                    "ttl passed before delivery", now};
                 if (r.key) {
-                    freed.insert(*r.key);  // the next one of its key may go
+                    busy_keys.insert(*r.key);  // freed once the outcome is written
                 }
+                flights.emplace(r.id, std::move(f));
                 return;
             }
             if (r.next_attempt_at > now) {
-                if (r.key) {
-                    waiting_keys.insert(*r.key);
-                }
-                next_retry_wall =
-                    std::min(next_retry_wall.value_or(r.next_attempt_at), r.next_attempt_at);
-                return;
-            }
-            if (key_blocked(r.key)) {
-                if (from_scan) {  // wait in memory for the key to become free
-                    parked[*r.key].push_back(r);
-                    ++parked_count;
-                }
+                wait_for(r, r.next_attempt_at);
                 return;
             }
             if (r.key) {
                 busy_keys.insert(*r.key);  // one per key within this batch too
             }
-            chosen.push_back({r.id, r.key});
+            chosen.push_back({r.id, r});
+        };
+        auto head_of = [&](const std::string& key) {
+            if (std::optional<PendingRef> head = store.key_head(key)) {
+                consider(*head);
+            }
         };
 
-        // 1. Keys that became free: their next parked record.
+        // 1. Waits that are over: keyed heads and keyless records.
+        while (!dues.empty() && dues.top().at <= now && room() > 0) {
+            const Due d = dues.top();
+            dues.pop();
+            if (d.ref.key) {
+                auto w = waiting_keys.find(*d.ref.key);
+                if (w == waiting_keys.end() || w->second != d.at) {
+                    continue;  // a stale entry: the key was rescheduled or forgotten
+                }
+                waiting_keys.erase(w);
+                head_of(*d.ref.key);
+            } else {
+                consider(d.ref);
+            }
+        }
+        if (forgotten_due && *forgotten_due <= now) {
+            reset_scan();  // `dues` had no room for some: look at everything again
+        }
+        // 2. Keys that became free: their head, wherever it lies.
         while (!freed.empty() && room() > 0) {
             const std::string key = *freed.begin();
             freed.erase(freed.begin());
-            auto it = parked.find(key);
-            while (it != parked.end() && !it->second.empty() && !key_blocked(key)) {
-                const PendingRef r = it->second.front();
-                it->second.pop_front();
-                --parked_count;
-                consider(r, false);
-            }
-            if (it != parked.end() && it->second.empty()) {
-                parked.erase(it);
-            }
+            head_of(key);
         }
-        // 2. Forward from the cursor.
+        // 3. Arrivals that lie before the pass position (a higher priority than the cursor's);
+        // the others lie ahead of it and the pass reaches them.
+        if (arrivals_due && room() > 0) {
+            const std::int64_t upto = store.last_id();
+            std::vector<PendingRef> refs;
+            if (!cursor.at_start && upto > seen_id) {
+                refs = store.scan_arrivals(seen_id, upto, cursor.priority, room() + 1);
+            }
+            std::int64_t done_upto = upto;
+            if (refs.size() > room()) {
+                refs.pop_back();
+                done_upto = refs.back().id;  // the rest next step
+            } else {
+                arrivals_due = false;
+            }
+            std::stable_sort(
+                refs.begin(), refs.end(),
+                [](const PendingRef& a, const PendingRef& b) { return a.priority > b.priority; });
+            for (const PendingRef& r : refs) {
+                if (r.key) {
+                    head_of(*r.key);  // an earlier record of its key goes first
+                } else {
+                    consider(r);
+                }
+            }
+            seen_id = std::max(seen_id, done_upto);
+            at_end = false;  // the others lie ahead of the cursor
+        }
+        // 4. The forward pass, at most `scan_budget` rows per step (the loop comes back at once
+        // while the pass has not reached the end).
         const std::size_t scan_budget = std::max<std::size_t>(256, 2 * opt.window);
-        const std::size_t park_limit = std::max<std::size_t>(4096, 16 * opt.window);
         std::size_t examined = 0;
-        while (room() > 0 && !at_end && examined < scan_budget && parked_count < park_limit) {
+        while (room() > 0 && !at_end && examined < scan_budget) {
             const std::size_t want = std::max<std::size_t>(room(), 32);
             const std::vector<PendingRef> refs = store.scan_pending(cursor, want);
             if (refs.size() < want) {
@@ -444,49 +640,62 @@ struct Dispatcher::Impl {
                     break;
                 }
                 cursor = DispatchCursor{r.priority, r.id, false};
+                seen_id = std::max(seen_id, r.id);
                 ++examined;
-                consider(r, true);
+                consider(r);
             }
         }
-        return send_chosen(chosen);
     }
 
-    struct Chosen {
-        std::int64_t id;
-        std::optional<std::string> key;
-    };
-
     // Loads and publishes the chosen records. Records removed meanwhile (purged by hand) do not
-    // come back from the store; their keys are freed again.
+    // come back from the store; their keys are freed again. A record that cannot be read goes
+    // to dead with the reason.
     std::size_t send_chosen(const std::vector<Chosen>& chosen) {
+        if (chosen.empty()) {
+            return 0;
+        }
         std::vector<std::int64_t> ids;
         ids.reserve(chosen.size());
         for (const Chosen& c : chosen) {
             ids.push_back(c.id);
         }
+        LoadedRecords loaded = store.load_pending(ids);
+        std::unordered_map<std::int64_t, const PendingRef*> refs;
+        for (const Chosen& c : chosen) {
+            refs.emplace(c.id, &c.ref);
+        }
+        const std::int64_t now = clock.wall_ms();
+        for (const UnreadableRecord& u : loaded.unreadable) {
+            Flight f;
+            f.ref = *refs.at(u.id);
+            f.outcome = Outcome{Outcome::Kind::dead, u.id, f.ref.attempts, 0, u.reason, now};
+            flights.emplace(u.id, std::move(f));  // its key stays busy until that is written
+        }
         std::size_t made = 0;
-        for (const Record& rec : store.load_pending(ids).records) {
-            if (!send(rec)) {
+        for (const Record& rec : loaded.records) {
+            if (!send(rec, *refs.at(rec.id))) {
                 break;  // the connection went down under us
             }
             ++made;
         }
         for (const Chosen& c : chosen) {
-            if (c.key && flights.count(c.id) == 0) {
-                busy_keys.erase(*c.key);
-                freed.insert(*c.key);
+            if (c.ref.key && flights.count(c.id) == 0) {
+                busy_keys.erase(*c.ref.key);
+                freed.insert(*c.ref.key);
             }
         }
         return made;
     }
 
     // Hands one record to the broker. False when the broker refused because it is not connected.
-    bool send(const Record& rec) {
+    bool send(const Record& rec, PendingRef ref) {
         const std::uint64_t s = ++seq;
+        ref.attempts = rec.attempts;
+        const auto now = clock.now();
         Flight& f = flights[rec.id];
-        f = Flight{s, rec.message.key, rec.attempts, clock.now() + opt.ack_timeout, std::nullopt};
-        if (f.key) {
-            busy_keys.insert(*f.key);
+        f = Flight{s, std::move(ref), now, now + opt.ack_timeout, std::nullopt};
+        if (f.ref.key) {
+            busy_keys.insert(*f.ref.key);
         }
         ++sent;
         {
@@ -497,7 +706,7 @@ struct Dispatcher::Impl {
         try {
             broker.publish(rec,
                            [this, id = rec.id, s](const PublishResult& r) { complete(id, s, r); });
-        } catch (const Error& e) {
+        } catch (const std::exception& e) {
             // Could not even start: treat like a lost connection (no attempt burned).
             complete(rec.id, s, PublishResult::lost(e.what()));
             return false;
@@ -509,7 +718,7 @@ struct Dispatcher::Impl {
 
     // Decides the outcome of a failed attempt.
     Outcome failure(std::int64_t id, const Flight& f, const std::string& why) {
-        const std::uint32_t attempts = f.attempts + 1;
+        const std::uint32_t attempts = f.ref.attempts + 1;
         const std::int64_t now = clock.wall_ms();
         if (auto at = opt.retry.next_attempt_at(attempts, now, unit(rng))) {
             return {Outcome::Kind::retry, id, attempts, *at, why, now};
@@ -534,17 +743,20 @@ struct Dispatcher::Impl {
             Flight& f = it->second;
             switch (c.result.status) {
                 case PublishResult::Status::delivered:
-                    f.outcome =
-                        Outcome{Outcome::Kind::delivered, c.id, f.attempts, 0, "", clock.wall_ms()};
+                    acked_seq = std::max(acked_seq, f.seq);
+                    f.outcome = Outcome{Outcome::Kind::delivered, c.id, f.ref.attempts, 0, "",
+                                        clock.wall_ms()};
                     break;
                 case PublishResult::Status::rejected:
+                    acked_seq = std::max(acked_seq, f.seq);
                     f.outcome = failure(
                         c.id, f,
                         c.result.reason.empty() ? "rejected by the broker" : c.result.reason);
                     break;
                 case PublishResult::Status::connection_lost:
-                    if (f.key) {
-                        busy_keys.erase(*f.key);
+                    note_lost(c.id, f);
+                    if (f.ref.key) {
+                        busy_keys.erase(*f.ref.key);
                     }
                     flights.erase(it);
                     --sent;
@@ -577,26 +789,24 @@ struct Dispatcher::Impl {
     // Writes decided outcomes, in batches of max_batch. On a storage error they stay decided
     // and are written by a later step: nothing is sent twice meanwhile.
     std::size_t write_outcomes() {
-        std::vector<Outcome> batch;
+        // Gathered first: finish() erases flights, which must not happen under an iteration.
+        std::vector<Outcome> decided;
+        for (const auto& [id, f] : flights) {
+            if (f.outcome) {
+                decided.push_back(*f.outcome);
+            }
+        }
         std::size_t written = 0;
-        auto flush = [&] {
+        std::vector<Outcome> batch;
+        for (std::size_t i = 0; i < decided.size(); i += opt.max_batch) {
+            const std::size_t end = std::min(decided.size(), i + opt.max_batch);
+            batch.assign(decided.begin() + static_cast<std::ptrdiff_t>(i),
+                         decided.begin() + static_cast<std::ptrdiff_t>(end));
             store.apply(batch, opt.retention.count() > 0);
             for (const Outcome& o : batch) {
                 finish(o);
             }
             written += batch.size();
-            batch.clear();
-        };
-        for (const auto& [id, f] : flights) {
-            if (f.outcome) {
-                batch.push_back(*f.outcome);
-                if (batch.size() >= opt.max_batch) {
-                    flush();
-                }
-            }
-        }
-        if (!batch.empty()) {
-            flush();
         }
         return written;
     }
@@ -604,13 +814,13 @@ struct Dispatcher::Impl {
     // Bookkeeping once an outcome is in the database.
     void finish(const Outcome& o) {
         auto it = flights.find(o.id);
-        std::optional<std::string> key;
-        if (it != flights.end()) {
-            key = std::move(it->second.key);
-            flights.erase(it);
+        if (it == flights.end()) {
+            return;
         }
-        if (key) {
-            busy_keys.erase(*key);
+        PendingRef ref = std::move(it->second.ref);
+        flights.erase(it);
+        if (ref.key) {
+            busy_keys.erase(*ref.key);
         }
         DispatchEvent e{DispatchEvent::Kind::delivered, o.id, o.attempts, 0, o.error};
         {
@@ -635,16 +845,13 @@ struct Dispatcher::Impl {
             }
         }
         if (o.kind == Outcome::Kind::retry) {
-            // The key's head now waits: its later records must not overtake it. The record
-            // lies before the cursor, so the scan will not see it again until a rescan.
-            if (key) {
-                waiting_keys.insert(*key);
-            }
-            next_retry_wall =
-                std::min(next_retry_wall.value_or(o.next_attempt_at), o.next_attempt_at);
-        } else if (key) {
-            // The key is free again: its next record, if the scan passed it, is parked.
-            freed.insert(*key);
+            // The record (and its key's later records) wait; it lies before the cursor, so it
+            // comes back through `dues`.
+            ref.attempts = o.attempts;
+            ref.next_attempt_at = o.next_attempt_at;
+            wait_for(ref, o.next_attempt_at);
+        } else if (ref.key) {
+            freed.insert(*ref.key);  // the key's next record may go
         }
         emit(e);
     }
@@ -670,30 +877,40 @@ struct Dispatcher::Impl {
             const std::int64_t v = store.data_version();
             if (v != data_version) {
                 data_version = v;
-                reset_scan();  // another process committed (or changed) records
+                // Another connection committed: new records (arrivals), or a requeue, which
+                // puts records before the pass position.
+                arrivals_due = true;
+                at_end = false;
                 next_expiry_known = false;
+                const std::int64_t r = store.requeue_count();
+                if (r != requeues) {
+                    requeues = r;
+                    reset_scan();
+                }
             }
             if (!next_expiry_known) {
                 next_expiry = store.next_expiry();
                 next_expiry_known = true;
             }
             if (next_expiry && *next_expiry <= wall) {
-                for (std::int64_t id : store.expire_due(wall)) {
+                std::vector<std::int64_t> in_flight;
+                for (const auto& [id, f] : flights) {
+                    in_flight.push_back(id);
+                }
+                for (std::int64_t id : store.expire_due(wall, in_flight)) {
                     {
                         std::lock_guard lock(mutex);
                         ++stats.expired;
                     }
                     emit({DispatchEvent::Kind::expired, id, 0, 0, "ttl passed before delivery"});
                 }
+                // Records in flight stay overdue until answered: looked at again next poll.
                 next_expiry = store.next_expiry();
             }
         }
         if (opt.retention.count() > 0 && now >= next_purge) {
             next_purge = now + std::min<Ms>(opt.retention, 60s);
             store.purge_delivered(wall - opt.retention.count());
-        }
-        if (next_retry_wall && *next_retry_wall <= wall) {
-            reset_scan();  // a retry is due; the record lies before the cursor
         }
     }
 
@@ -704,10 +921,9 @@ struct Dispatcher::Impl {
             std::lock_guard lock(mutex);
             ++steps_started;
             if (wake_flag) {
-                // New records were committed in this process: they lie after the cursor
-                // (higher ids), so the scan only has to go on. A higher priority among them is
-                // found by the next data_version poll, which rescans.
+                // New records were committed in this process: arrivals, or ahead of the pass.
                 wake_flag = false;
+                arrivals_due = true;
                 at_end = false;
                 next_expiry_known = false;  // they may carry a ttl
             }
@@ -717,9 +933,14 @@ struct Dispatcher::Impl {
             }
         }
         std::size_t work = 0;
+        bool failed = false;
         try {
             keep_lease();
             if (!lease_held) {
+                // Answers to publishes given up with the lease: nothing to do with them.
+                std::lock_guard lock(mutex);
+                completions.clear();
+                completions_due = false;
                 return 0;
             }
             const bool connected = ensure_connected();
@@ -732,14 +953,22 @@ struct Dispatcher::Impl {
                 work += publish_due();
             }
             work += write_outcomes();
-            if (sent == 0 && flights.empty() && (at_end || !connected) && !store.has_pending()) {
+            if (sent == 0 && flights.empty() && (!queue_busy() || !connected) &&
+                !store.has_pending()) {
                 std::lock_guard lock(mutex);
                 idle_at_step = steps_started;
             }
         } catch (const Error& e) {
+            failed = true;
             note_error(e.what());
         } catch (const std::exception& e) {
+            failed = true;
             note_error(std::string("unexpected error: ") + e.what());
+        }
+        if (failed) {
+            error_hold = clock.now() + retry_pause();
+        } else {
+            error_hold.reset();
         }
         {
             std::lock_guard lock(mutex);
@@ -751,9 +980,15 @@ struct Dispatcher::Impl {
 
     // The earliest moment the loop has something to do without being woken.
     Clock::time_point next_deadline() const {
+        const auto now = clock.now();
+        if (!lease_held) {
+            return next_heartbeat;  // nothing else happens without the lease
+        }
         auto t = std::min(next_poll, next_heartbeat);
         if (!was_connected) {
             t = std::min(t, next_connect);
+        } else if (sent < opt.window && queue_busy()) {
+            t = now;  // the dispatch queue has more, and the window has room
         }
         for (const auto& [id, f] : flights) {
             if (!f.outcome) {
@@ -761,15 +996,18 @@ struct Dispatcher::Impl {
             } else {
                 // An outcome is waiting to be written after a storage error: try again soon,
                 // without spinning on a disk that stays full.
-                t = std::min(t, clock.now() + std::min<Clock::duration>(opt.poll_interval, 1s));
+                t = std::min(t, now + retry_pause());
             }
         }
-        if (next_retry_wall) {
-            t = std::min(
-                t, clock.now() + Ms(std::max<std::int64_t>(0, *next_retry_wall - clock.wall_ms())));
+        if (const auto due = next_due()) {
+            t = std::min(t, now + Ms(std::clamp<std::int64_t>(*due - clock.wall_ms(), 0,
+                                                              kMaxDuration.count())));
         }
         if (opt.retention.count() > 0) {
             t = std::min(t, next_purge);
+        }
+        if (error_hold) {
+            t = std::max(t, *error_hold);
         }
         return t;
     }
@@ -808,7 +1046,7 @@ struct Dispatcher::Impl {
             }
             collect(false);
             write_outcomes();
-        } catch (const Error& e) {
+        } catch (const std::exception& e) {
             note_error(e.what());
         }
         broker.disconnect(std::chrono::duration_cast<Ms>(std::max<steady_clock::duration>(

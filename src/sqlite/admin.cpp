@@ -30,7 +30,7 @@ constexpr std::size_t kPurgeBatch = 1000;
 // The tables, indexes and columns schema version kSchemaVersion defines; check() looks for them.
 const char* const kTables[] = {"outpost_meta", "outpost_records", "outpost_lease"};
 const char* const kIndexes[] = {"outpost_records_dispatch", "outpost_records_expiry",
-                                "outpost_records_done"};
+                                "outpost_records_done", "outpost_records_key"};
 
 std::int64_t now_ms() {
     return SystemClock::instance().wall_ms();

@@ -60,6 +60,19 @@ CREATE TABLE outpost_lease (
     expires_at   INTEGER NOT NULL
 );
 )sql",
+    // 2: the key index and the requeue count, so that a key waiting for a retry costs the
+    // dispatcher O(1) whatever its backlog, and a requeue by any process is noticed without a
+    // full scan.
+    R"sql(
+CREATE INDEX outpost_records_key ON outpost_records (msg_key, priority DESC, id)
+    WHERE state = 0 AND msg_key IS NOT NULL;
+CREATE TRIGGER outpost_records_requeued AFTER UPDATE OF state ON outpost_records
+    WHEN OLD.state <> 0 AND NEW.state = 0
+BEGIN
+    INSERT INTO outpost_meta (name, value) VALUES ('requeues', 1)
+        ON CONFLICT (name) DO UPDATE SET value = CAST(value AS INTEGER) + 1;
+END;
+)sql",
 };
 
 static_assert(std::size(kMigrations) == kSchemaVersion, "one migration per schema version");

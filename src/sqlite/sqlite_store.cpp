@@ -46,6 +46,7 @@ struct SqliteStore::Impl {
     SQLite::Statement scan_first, scan_same_priority, scan_lower_priority;
     SQLite::Statement del, mark_delivered, mark_retry, mark_dead, mark_expired;
     SQLite::Statement load, exists_pending, data_version;
+    SQLite::Statement head_of_key, arrivals, newest_id, requeues;
     std::uint64_t waker = 0;
 
     Impl(const std::string& p, const SqliteStoreOptions& o)
@@ -69,7 +70,16 @@ struct SqliteStore::Impl {
           load(db, std::string("SELECT ") + detail::kRecordColumns +
                        " FROM outpost_records WHERE id = ? AND state = 0"),
           exists_pending(db, "SELECT EXISTS (SELECT 1 FROM outpost_records WHERE state = 0)"),
-          data_version(db, "PRAGMA data_version") {}
+          data_version(db, "PRAGMA data_version"),
+          // The key index: a key's head in one seek, whatever its backlog.
+          head_of_key(db, kSelect + "AND msg_key = ?1 ORDER BY priority DESC, id LIMIT 1"),
+          // NOT INDEXED: a rowid range over what is new, never a walk of the dispatch index.
+          arrivals(db,
+                   "SELECT id, priority, msg_key, next_attempt_at, expires_at, attempts "
+                   "FROM outpost_records NOT INDEXED WHERE id > ?1 AND id <= ?2 AND state = 0 "
+                   "AND priority > ?3 ORDER BY id LIMIT ?4"),
+          newest_id(db, "SELECT seq FROM sqlite_sequence WHERE name = 'outpost_records'"),
+          requeues(db, "SELECT value FROM outpost_meta WHERE name = 'requeues'") {}
 
     // Runs in the member-initialiser list before the first statement that names outpost tables
     // is prepared, so a file without them gets a SchemaError, not "no such table".
@@ -161,6 +171,63 @@ std::vector<PendingRef> SqliteStore::scan_pending(const DispatchCursor& after, s
         detail::rethrow_sqlite(e, "reading pending records");
     }
     return out;
+}
+
+std::optional<PendingRef> SqliteStore::key_head(const std::string& key) {
+    Impl& s = *impl_;
+    std::vector<PendingRef> out;
+    try {
+        s.head_of_key.bind(1, key);
+        s.collect(s.head_of_key, out);
+    } catch (const SQLite::Exception& e) {
+        s.head_of_key.reset();
+        detail::rethrow_sqlite(e, "reading the next record of key '" + key + "'");
+    }
+    if (out.empty()) {
+        return std::nullopt;
+    }
+    return out.front();
+}
+
+std::vector<PendingRef> SqliteStore::scan_arrivals(std::int64_t after_id, std::int64_t upto_id,
+                                                   int above_priority, std::size_t limit) {
+    Impl& s = *impl_;
+    std::vector<PendingRef> out;
+    try {
+        s.arrivals.bind(1, after_id);
+        s.arrivals.bind(2, upto_id);
+        s.arrivals.bind(3, above_priority);
+        s.arrivals.bind(4, static_cast<std::int64_t>(limit));
+        s.collect(s.arrivals, out);
+    } catch (const SQLite::Exception& e) {
+        s.arrivals.reset();
+        detail::rethrow_sqlite(e, "reading newly added records");
+    }
+    return out;
+}
+
+namespace {
+
+// Runs a one-value query; `fallback` when it returns no row.
+std::int64_t single_value(SQLite::Statement& q, std::int64_t fallback, const char* what) {
+    try {
+        const std::int64_t v = q.executeStep() ? q.getColumn(0).getInt64() : fallback;
+        q.reset();
+        return v;
+    } catch (const SQLite::Exception& e) {
+        q.reset();
+        detail::rethrow_sqlite(e, what);
+    }
+}
+
+}  // namespace
+
+std::int64_t SqliteStore::last_id() {
+    return single_value(impl_->newest_id, 0, "reading the newest record id");
+}
+
+std::int64_t SqliteStore::requeue_count() {
+    return single_value(impl_->requeues, 0, "reading the requeue count");
 }
 
 LoadedRecords SqliteStore::load_pending(const std::vector<std::int64_t>& ids) {
@@ -277,15 +344,27 @@ std::optional<std::int64_t> SqliteStore::next_expiry() {
     }
 }
 
-std::vector<std::int64_t> SqliteStore::expire_due(std::int64_t now_ms) {
+std::vector<std::int64_t> SqliteStore::expire_due(std::int64_t now_ms,
+                                                  const std::vector<std::int64_t>& in_flight) {
     std::vector<std::int64_t> ids;
     try {
+        // The ids in flight as a JSON array: a window can pass SQLite's parameter limit.
+        std::string except = "[";
+        for (std::int64_t id : in_flight) {
+            except += std::to_string(id);
+            except += ',';
+        }
+        if (except.size() > 1) {
+            except.pop_back();
+        }
+        except += ']';
         SQLite::Statement q(impl_->db,
                             "UPDATE outpost_records SET state = 3, done_at = ?1, "
                             "last_error = 'ttl passed before delivery' "
                             "WHERE state = 0 AND expires_at IS NOT NULL AND expires_at <= ?1 "
-                            "RETURNING id");
+                            "AND id NOT IN (SELECT value FROM json_each(?2)) RETURNING id");
         q.bind(1, now_ms);
+        q.bind(2, except);
         detail::ImmediateTransaction tx(impl_->db);
         while (q.executeStep()) {
             ids.push_back(q.getColumn(0).getInt64());

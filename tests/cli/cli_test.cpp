@@ -432,7 +432,7 @@ TEST_F(CliCommands, StatsJsonAndLease) {
     EXPECT_EQ(j["counts"]["expired"], 1);
     EXPECT_EQ(j["bytes"]["pending"], 4 + 12 + 4);
     EXPECT_EQ(j["dropped"], 0);
-    EXPECT_EQ(j["schema_version"], 1);
+    EXPECT_EQ(j["schema_version"], kSchemaVersion);
     EXPECT_TRUE(j["lease"].is_null());
     EXPECT_GE(j["oldest_pending_age_ms"].get<std::int64_t>(), 0);
     EXPECT_GT(j["file_bytes"].get<std::int64_t>(), 0);
