@@ -38,6 +38,12 @@ class FakeBroker final : public MessageBroker {
         std::lock_guard lock(mutex_);
         denied_.push_back(std::move(topic));
     }
+    // A publish to `topic` makes the broker drop the connection instead of answering (mosquitto
+    // does so for a control character in a topic, QoS above its maximum, ...).
+    void disconnect_on_topic(std::string topic) {
+        std::lock_guard lock(mutex_);
+        disconnecting_.push_back(std::move(topic));
+    }
     // With auto-ack off, acknowledgements are held until ack()/ack_all() (delayed acks).
     void set_auto_ack(bool on) {
         std::lock_guard lock(mutex_);
@@ -151,19 +157,28 @@ class FakeBroker final : public MessageBroker {
     }
     void publish(const Record& record, PublishCallback done) override {
         PublishResult result;
+        bool poisoned = false;
         {
             std::lock_guard lock(mutex_);
             if (!connected_) {
                 result = PublishResult::lost("not connected");
             } else {
                 log_.push_back(record);
+                for (const std::string& t : disconnecting_) {
+                    if (record.message.topic == t) {
+                        held_.push_back(std::move(done));
+                        poisoned = true;
+                    }
+                }
                 for (const std::string& t : denied_) {
                     if (record.message.topic == t) {
                         script_.push_front(PublishResult::rejected_with(
                             0x87, "PUBACK reason 0x87 not authorized", true));
                     }
                 }
-                if (!script_.empty()) {
+                if (poisoned) {
+                    // below, outside the lock: every held publish is lost with the connection
+                } else if (!script_.empty()) {
                     result = script_.front();
                     script_.pop_front();
                 } else if (!auto_ack_) {
@@ -171,6 +186,10 @@ class FakeBroker final : public MessageBroker {
                     return;
                 }
             }
+        }
+        if (poisoned) {
+            drop_connection("the broker closed the connection");
+            return;
         }
         done(result);
     }
@@ -188,6 +207,7 @@ class FakeBroker final : public MessageBroker {
     int connect_calls_ = 0;
     std::deque<PublishResult> script_;
     std::vector<std::string> denied_;
+    std::vector<std::string> disconnecting_;
     std::deque<PublishCallback> held_;
     std::vector<Record> log_;
     ConnectionHandler handler_;
