@@ -95,8 +95,8 @@ using Ms = std::chrono::milliseconds;
 
 // How often an offline dispatcher looks at the database (for TTL expiry and other writers).
 constexpr Ms kOfflinePoll{5000};
-// A connection lost sooner than this after it was made died young: losing several in a row
-// backs the reconnects off.
+// A connection lost sooner than this after it was made, with no publish answered on it, was of
+// no use: losing several in a row backs the reconnects off.
 constexpr Clock::duration kYoungConnection = 10s;
 // A publish lost with its connection within this time of being sent, with nothing sent after it
 // acknowledged, is suspected of having made the broker drop the connection...
@@ -387,8 +387,10 @@ struct Dispatcher::Impl {
     // broker that keeps dropping young connections.
     void judge_loss() {
         const auto now = clock.now();
-        const bool young = now - connected_at < kYoungConnection;
-        quick_losses = young ? quick_losses + 1 : 0;
+        // A connection that answered nothing and died young: the broker keeps dropping us.
+        // One that carried acknowledgements was useful, however short: reconnect at once.
+        const bool useless = now - connected_at < kYoungConnection && acked_seq == 0;
+        quick_losses = useless ? quick_losses + 1 : 0;
         std::optional<Suspect> s;
         s.swap(loss_first);
         // "Right after": lost within moments of being sent, with nothing sent after it

@@ -399,7 +399,7 @@ TEST_F(CliCommands, StatsHuman) {
     const RunResult r = run_outpost({"stats", "--db", db()});
     ASSERT_EQ(r.exit_code, 0) << r.err;
     EXPECT_TRUE(r.err.empty());
-    EXPECT_NE(r.out.find("schema          1\n"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("schema          " + std::to_string(kSchemaVersion) + "\n"), std::string::npos) << r.out;
     EXPECT_NE(r.out.find("lease           none\n"), std::string::npos) << r.out;
     EXPECT_NE(r.out.find("oldest pending  "), std::string::npos) << r.out;
     EXPECT_NE(r.out.find("dropped         0 pending records removed by the quota"),

@@ -470,7 +470,9 @@ TEST_F(EndToEnd, BrokerKilledAndRestartedDuringDrainLosesNothing) {
     const std::size_t missing = kTotal - tally.size();
     EXPECT_EQ(missing, broker_lost.size())
         << "lost by outpost: " << missing - broker_lost.size() << " (and " << broker_lost.size()
-        << " acknowledged by the broker just before a kill)";
+        << " acknowledged by the broker just before a kill); dead "
+        << dispatcher_->stats().dead << ", retries " << dispatcher_->stats().retries
+        << ", last error: " << dispatcher_->stats().last_error;
     EXPECT_LE(broker_lost.size(), o.window * kRestarts);
     // A restart can duplicate at most what was in flight: the window.
     EXPECT_LE(duplicates, o.window * kRestarts);
