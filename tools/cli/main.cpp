@@ -129,8 +129,10 @@ int main(int argc, char** argv) {
                      "Only records with an id above ID (to page: pass the last id shown)")
         ->type_name("ID");
     list->footer(
-        "Records come in commit (id) order, read in short pages. The table shows no payloads\n"
-        "(see show and export); --json writes one JSON array of record objects.\n"
+        "Records come in commit (id) order, read in short pages. Only the records present when\n"
+        "the command starts are listed (up to the largest id then): it ends even while the app\n"
+        "adds records faster than it reads. The table shows no payloads (see show and export);\n"
+        "--json writes one JSON array of record objects.\n"
         "Examples:\n"
         "  outpost list --db app.db --state dead\n"
         "  outpost list --db app.db --topic sensors/ --key pump-7 --limit 20 --json");
@@ -226,7 +228,8 @@ int main(int argc, char** argv) {
     purge->footer(
         "Ages count from when the record became delivered, dead or expired. Deletes in batches\n"
         "of short transactions, so the app is never blocked for long. Pending records are never\n"
-        "touched.\n"
+        "touched. Only records present when it starts (up to the largest id then) are deleted,\n"
+        "so it ends even while the dispatcher keeps delivering.\n"
         "Example: outpost purge --db app.db --state dead --older-than 7d --dry-run");
 
     ExportArgs export_args;
@@ -241,7 +244,9 @@ int main(int argc, char** argv) {
                   "(slow: one lookup per id); exits 1 if any were skipped");
     exp->footer(
         "One JSON object a line, per record: every field (as in list --json) and \"payload\"\n"
-        "in base64. Reads in short pages: safe on a live, large outbox.\n"
+        "in base64. Reads in short pages: safe on a live, large outbox. Exports the records\n"
+        "present when it starts (up to the largest id then), so it ends even while the app adds\n"
+        "records faster than it reads; later ones are left for the next export.\n"
         "Example: outpost export --db app.db --state dead > dead.jsonl");
 
     CheckArgs check_args;
