@@ -59,7 +59,10 @@ struct AdminStats {
     std::int64_t now_ms = 0;           // the wall time the figures were read at
 };
 
-// Which records list()/for_each() visit. Records come in id (commit) order.
+// Which records list()/for_each() visit. Records come in id (commit) order, and only those
+// present when the call starts: the largest id is read once at the start, so records committed
+// later (they have larger ids) are not visited and a writer faster than the reader cannot keep
+// the call going.
 struct RecordFilter {
     std::optional<RecordState> state;         // std::nullopt = every state
     std::optional<std::string> topic_prefix;  // byte prefix of the topic, no wildcards
@@ -124,7 +127,9 @@ class Admin {
     // Records matching `filter`, in id order, at most filter.limit (0 = all: mind the memory).
     std::vector<Record> list(const RecordFilter& filter);
     // Calls `visit` with each record matching `filter`, in id order, reading in pages of
-    // AdminOptions::page_size; no read transaction is open while `visit` runs. `visit` returns
+    // AdminOptions::page_size; no read transaction is open while `visit` runs. Visits only the
+    // records present when it starts (ids up to the largest id then); a record that changes state
+    // meanwhile is visited as the page that reaches it finds it. `visit` returns
     // false to stop. Returns how many records were visited. With filter.skip_unreadable, the
     // ids that could not be read (plus one when the end of the table could not be read, so more
     // records may be missing) are counted in `*unreadable` (when not null) instead of throwing:
@@ -143,7 +148,9 @@ class Admin {
     std::size_t requeue_all_dead();
 
     // Deletes records in `state` whose done_at (or, if unset, created_at) is older than
-    // `older_than` (std::nullopt = all of them), in batches of short transactions. With `dry_run`,
+    // `older_than` (std::nullopt = all of them), in batches of short transactions. Only records
+    // present when it starts (ids up to the largest id then) are considered, so records that
+    // reach `state` faster than the batches delete cannot keep it going. With `dry_run`,
     // only counts. Returns how many records were (or would be) deleted. Throws InvalidConfig for
     // RecordState::pending: pending records are never purged.
     std::size_t purge(RecordState state, std::optional<std::chrono::milliseconds> older_than,
@@ -158,8 +165,9 @@ class Admin {
     static CheckReport check(const std::string& path, bool quick = false);
 
   private:
-    std::size_t salvage(const RecordFilter& filter, std::int64_t after, std::size_t visited_before,
-                        const std::function<bool(const Record&)>& visit, std::size_t* unreadable);
+    std::size_t salvage(const RecordFilter& filter, std::int64_t after, std::int64_t last,
+                        std::size_t visited_before, const std::function<bool(const Record&)>& visit,
+                        std::size_t* unreadable);
 
     struct Impl;
     std::unique_ptr<Impl> impl_;

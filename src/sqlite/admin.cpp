@@ -118,10 +118,20 @@ std::string host_name() {
     return buf;
 }
 
-// The query of for_each(): a page after :after, or (`by_id`) the single record :id.
+// The largest record id, 0 for an empty table. Ids only grow (AUTOINCREMENT, assigned under the
+// write lock), so every record committed after this read has a larger id: a loop bounded by it
+// visits the records present when it started and ends, however fast the app adds.
+std::int64_t last_record_id(SQLite::Database& db) {
+    SQLite::Statement q(db, "SELECT max(id) FROM outpost_records");
+    q.executeStep();
+    return q.getColumn(0).isNull() ? 0 : q.getColumn(0).getInt64();
+}
+
+// The query of for_each(): a page after :after up to :last, or (`by_id`) the single record :id.
 std::string filter_sql(const RecordFilter& f, bool by_id) {
     std::string sql = std::string("SELECT ") + detail::kRecordColumns +
-                      " FROM outpost_records WHERE " + (by_id ? "id = :id" : "id > :after");
+                      " FROM outpost_records WHERE " +
+                      (by_id ? "id = :id" : "id > :after AND id <= :last");
     if (f.state) {
         sql += " AND state = :state";
     }
@@ -315,6 +325,16 @@ std::size_t Admin::for_each(const RecordFilter& filter,
     if (unreadable != nullptr) {
         *unreadable = 0;
     }
+    // Only the records present now: paging in id order after a writer that commits faster than
+    // the pages are read would never end (seen with export next to a busy app under ASan).
+    std::int64_t last = INT64_MAX;  // unknown: a corrupt table end, left to salvage()
+    try {
+        last = last_record_id(*impl_->db);
+    } catch (const SQLite::Exception& e) {
+        if (!(filter.skip_unreadable && is_corrupt(e))) {
+            detail::rethrow_sqlite(e, "reading records of " + impl_->path);
+        }
+    }
     for (;;) {
         std::size_t want = impl_->options.page_size;
         if (filter.limit != 0) {
@@ -329,6 +349,7 @@ std::size_t Admin::for_each(const RecordFilter& filter,
             // the caller sees any record.
             SQLite::Statement q(*impl_->db, sql);
             q.bind(":after", after);
+            q.bind(":last", last);
             bind_filter(q, filter);
             q.bind(":limit", static_cast<std::int64_t>(want));
             while (q.executeStep()) {
@@ -336,12 +357,12 @@ std::size_t Admin::for_each(const RecordFilter& filter,
             }
         } catch (const SQLite::Exception& e) {
             if (filter.skip_unreadable && is_corrupt(e)) {
-                return visited + salvage(filter, after, visited, visit, unreadable);
+                return visited + salvage(filter, after, last, visited, visit, unreadable);
             }
             detail::rethrow_sqlite(e, "reading records of " + impl_->path);
         } catch (const StorageError&) {
             if (filter.skip_unreadable) {  // a record with malformed headers
-                return visited + salvage(filter, after, visited, visit, unreadable);
+                return visited + salvage(filter, after, last, visited, visit, unreadable);
             }
             throw;
         }
@@ -358,7 +379,7 @@ std::size_t Admin::for_each(const RecordFilter& filter,
     }
 }
 
-std::size_t Admin::salvage(const RecordFilter& filter, std::int64_t after,
+std::size_t Admin::salvage(const RecordFilter& filter, std::int64_t after, std::int64_t last,
                            std::size_t visited_before,
                            const std::function<bool(const Record&)>& visit,
                            std::size_t* unreadable) {
@@ -401,7 +422,7 @@ std::size_t Admin::salvage(const RecordFilter& filter, std::int64_t after,
     std::size_t visited = 0;
     std::size_t skipped = 0;
     SQLite::Statement q(*impl_->db, filter_sql(filter, true));
-    for (std::int64_t id = after + 1; id > after; ++id) {
+    for (std::int64_t id = after + 1; id > after && id <= last; ++id) {
         if (id > max_id && (table_max_ok || clean_run >= kCleanRun || failed_run >= kFailedRun)) {
             break;
         }
@@ -485,15 +506,20 @@ std::size_t Admin::purge(RecordState state, std::optional<std::chrono::milliseco
         impl_->require_writable("purge");
     }
     // "state <> 0" repeats the partial index's condition so SQLite may use outpost_records_done.
-    std::string where = "state <> 0 AND state = " + std::to_string(static_cast<int>(state));
+    std::string where =
+        "state <> 0 AND state = " + std::to_string(static_cast<int>(state)) + " AND id <= :last";
     if (older_than) {
         where += " AND coalesce(done_at, created_at) < :cutoff";
     }
     // Fixed once, so records that age past the cutoff during the purge do not extend it.
     const std::int64_t cutoff = now_ms() - (older_than ? older_than->count() : 0);
     try {
+        // Only the records present now: a dispatcher that keeps delivering (with retention)
+        // faster than the batches delete would keep the loop going for ever.
+        const std::int64_t last = last_record_id(*impl_->db);
         if (dry_run) {
             SQLite::Statement q(*impl_->db, "SELECT count(*) FROM outpost_records WHERE " + where);
+            q.bind(":last", last);
             if (older_than) {
                 q.bind(":cutoff", cutoff);
             }
@@ -508,6 +534,7 @@ std::size_t Admin::purge(RecordState state, std::optional<std::chrono::milliseco
             // Short write transactions: the app and the dispatcher wait for one batch at most.
             detail::ImmediateTransaction tx(*impl_->db);
             SQLite::Statement del(*impl_->db, sql);
+            del.bind(":last", last);
             if (older_than) {
                 del.bind(":cutoff", cutoff);
             }

@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -45,6 +46,10 @@ struct RunOptions {
     std::vector<std::string> env;  // extra NAME=VALUE entries
     // Set to the child's pid once it runs (to signal it from another thread).
     std::atomic<pid_t>* pid = nullptr;
+    // Called on the calling thread once the child runs (with 0) and after each read from its
+    // stdout (with the bytes read so far; one read takes at most 64 KiB). While it runs, the
+    // child's output is not drained: a child that writes more than the pipe holds waits for it.
+    std::function<void(std::size_t)> on_stdout;
 };
 
 inline std::string outpost_binary() {
@@ -123,6 +128,9 @@ inline RunResult run_outpost(const std::vector<std::string>& args, const RunOpti
     ::close(in[1]);
 
     RunResult r;
+    if (o.on_stdout) {
+        o.on_stdout(0);
+    }
     const auto deadline = std::chrono::steady_clock::now() + o.timeout;
     pollfd fds[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
     std::string* sinks[2] = {&r.out, &r.err};
@@ -144,6 +152,9 @@ inline RunResult run_outpost(const std::vector<std::string>& args, const RunOpti
                 const ssize_t n = ::read(fds[i].fd, buf, sizeof buf);
                 if (n > 0) {
                     sinks[i]->append(buf, static_cast<std::size_t>(n));
+                    if (i == 0 && o.on_stdout) {
+                        o.on_stdout(r.out.size());
+                    }
                 } else {
                     ::close(fds[i].fd);
                     fds[i].fd = -1;

@@ -1,5 +1,6 @@
-// `outpost sync` against a real mosquitto on a free loopback port: drained (exit 0), timed out
-// (exit 3), refused (exit 1: lease held, bad credentials), secrets never printed.
+// `outpost sync` against a real mosquitto on a free loopback port: drained (exit 0), drained but
+// records went dead or expired (exit 4), timed out (exit 3), refused (exit 1: lease held, bad
+// credentials), secrets never printed.
 #include <thread>
 
 #include "cli_support.hpp"
@@ -24,6 +25,20 @@ class CliSync : public CliTest {
         }
         return add(many);
     }
+
+    // Record `id` has failed 9 times before (the default cap is 10) and is due at once: the
+    // next rejection makes it dead.
+    void one_try_left(std::int64_t id) {
+        SqliteStore store(db());
+        Outcome o;
+        o.kind = Outcome::Kind::retry;
+        o.id = id;
+        o.attempts = 9;
+        o.next_attempt_at = 0;
+        o.error = "PUBACK reason 0x87 not authorized";
+        o.at = SystemClock::instance().wall_ms();
+        store.apply({o}, /*keep_delivered=*/false);
+    }
 };
 
 TEST_F(CliSync, DeliversEveryPendingRecordAndExitsZero) {
@@ -41,6 +56,77 @@ TEST_F(CliSync, DeliversEveryPendingRecordAndExitsZero) {
     // The lease is given back: the app's dispatcher may start at once.
     const auto lease = Admin(db()).lease();
     EXPECT_TRUE(!lease || !lease->blocks_new_dispatcher());
+}
+
+TEST_F(CliSync, RecordsThatWentDeadOrExpiredDuringTheSyncExitFour) {
+    // The broker's ACL denies one topic: MQTT 5 answers PUBACK 0x87, an attempt. The denied
+    // record has failed 9 times before (default cap 10), so this sync's try makes it dead; a
+    // second record's ttl has passed, so the sync expires it. Everything else is delivered. The
+    // outbox is drained, but two records were given up on: a technician must not read "0 = all
+    // delivered".
+    MosquittoOptions mo;
+    mo.acl = "topic readwrite sync/#\ntopic read denied/#\n";
+    Mosquitto broker(mo);
+    Subscriber sub(broker.uri(), "sync/#", 1);
+    add_many(20);
+    const std::int64_t denied = add_text("denied/valve", "no");
+    one_try_left(denied);
+    Message stale = Message::text("sync/stale", "too late");
+    stale.ttl = 1ms;
+    add({stale});
+    std::this_thread::sleep_for(20ms);  // its ttl passes before the sync starts
+
+    RunResult r = run_outpost(
+        {"sync", "--db", db(), "--broker", broker.uri(), "--timeout", "60s", "--progress", "none"});
+    EXPECT_EQ(r.exit_code, 4) << r.out << r.err;
+    EXPECT_NE(r.out.find("delivered 20, dead 1, expired 1, pending 0"), std::string::npos) << r.out;
+    EXPECT_TRUE(one_error_line(r, "2 records were not delivered"));
+    EXPECT_NE(r.err.find("1 went dead, 1 expired"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("outpost list --db " + db() + " --state dead"), std::string::npos)
+        << r.err;
+    EXPECT_NE(r.err.find("--state expired"), std::string::npos) << r.err;
+    const StoreCounts c = counts();
+    EXPECT_EQ(c.pending, 0u);
+    EXPECT_EQ(c.dead, 1u);
+    EXPECT_EQ(c.expired, 1u);
+    EXPECT_EQ(record(denied).last_error, "PUBACK reason 0x87 not authorized");
+    EXPECT_TRUE(sub.wait_for_distinct("outpost-id", 20, 10s)) << sub.count();
+
+    // --json says the same in its last line.
+    Message again = Message::text("denied/valve", "still no");
+    const std::int64_t second = add({again}).front();
+    one_try_left(second);
+    r = run_outpost({"sync", "--db", db(), "--broker", broker.uri(), "--timeout", "60s", "--json"});
+    EXPECT_EQ(r.exit_code, 4) << r.out << r.err;
+    const auto lines = parse_lines(r.out);
+    ASSERT_FALSE(lines.empty());
+    EXPECT_EQ(lines.back()["result"], "drained_with_failures") << lines.back().dump();
+    EXPECT_EQ(lines.back()["dead"], 1);
+    EXPECT_EQ(lines.back()["expired"], 0);
+    EXPECT_EQ(lines.back()["pending"], 0);
+
+    // Records that were dead before the sync started are not this sync's failures: exit 0.
+    add_many(3);
+    r = run_outpost({"sync", "--db", db(), "--broker", broker.uri(), "--timeout", "60s"});
+    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+    EXPECT_EQ(counts().dead, 2u);
+}
+
+TEST_F(CliSync, TimeoutWinsOverRecordsThatWentDead) {
+    // Records still pending at the timeout: exit 3 (not 4), and the dead ones are named too.
+    MosquittoOptions mo;
+    mo.acl = "topic read denied/#\n";  // everything else is denied as well: no topic allowed
+    Mosquitto broker(mo);
+    const std::int64_t poison = add_text("denied/a", "x");
+    one_try_left(poison);
+    add_text("denied/b", "y");  // attempts 0: retried after a 1 s backoff, so still pending
+    const RunResult r = run_outpost(
+        {"sync", "--db", db(), "--broker", broker.uri(), "--timeout", "8s", "--progress", "none"});
+    EXPECT_EQ(r.exit_code, 3) << r.out << r.err;
+    EXPECT_TRUE(one_error_line(r, "timed out after 8s"));
+    EXPECT_NE(r.err.find("1 records still pending"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("1 went dead"), std::string::npos) << r.err;
+    EXPECT_EQ(counts().dead, 1u);
 }
 
 TEST_F(CliSync, JsonLinesProgressAndResult) {

@@ -76,6 +76,16 @@ TEST(OneLine, ReplacesControls) {
     EXPECT_EQ(one_line("a\nb\tc\x1b"), "a?b?c?");
 }
 
+TEST(ShellWord, QuotesOnlyWhatAShellWouldSplitOrExpand) {
+    EXPECT_EQ(shell_word("/var/lib/app/app.db"), "/var/lib/app/app.db");
+    EXPECT_EQ(shell_word("d\xc3\xa4ta/app-1_2.db"), "d\xc3\xa4ta/app-1_2.db");
+    EXPECT_EQ(shell_word("my app.db"), "'my app.db'");
+    EXPECT_EQ(shell_word("it's.db"), "'it'\\''s.db'");
+    EXPECT_EQ(shell_word("$HOME/*.db"), "'$HOME/*.db'");
+    EXPECT_EQ(shell_word(""), "''");
+    EXPECT_EQ(shell_word("a\nb"), "'a?b'");  // no control character reaches the terminal
+}
+
 TEST(Table, AlignsAndRightAlignsNumbers) {
     Table t({{"ID", true}, {"TOPIC"}, {"NOTE"}});
     t.add({"7", "a/ü", "x"});

@@ -20,7 +20,9 @@ namespace outpost::cli {
 inline constexpr int kExitOk = 0;
 inline constexpr int kExitFailure = 1;
 inline constexpr int kExitUsage = 2;
-inline constexpr int kExitSyncTimeout = 3;
+inline constexpr int kExitSyncTimeout = 3;  // records still pending at --timeout
+// `sync` left nothing pending, but records went dead (retry cap) or expired (ttl) during it.
+inline constexpr int kExitSyncGaveUp = 4;
 
 // A mistake in the arguments found after parsing: main() exits with kExitUsage.
 struct UsageError : std::runtime_error {

@@ -1,7 +1,8 @@
 // outpost: the command-line tool for an outbox file on a live device.
 //
 // Parsing and help live here; each command's work is in commands.cpp / sync.cpp. Exit codes:
-// 0 ok, 1 failure, 2 usage error, 3 `sync` timed out with records pending.
+// 0 ok, 1 failure, 2 usage error, 3 `sync` timed out with records pending, 4 `sync` left nothing
+// pending but records went dead or expired during it.
 #include <CLI/CLI.hpp>
 #include <iostream>
 #include <string>
@@ -85,7 +86,8 @@ int main(int argc, char** argv) {
     app.footer(
         "Durations: a number and a unit, ms s m h d w, summed: 30s, 5m, 2h, 7d, 1h30m.\n"
         "Exit codes: 0 ok, 1 failure (one line on stderr names it), 2 usage error,\n"
-        "3 sync timed out with records still pending.\n"
+        "3 sync timed out with records still pending, 4 sync left nothing pending but\n"
+        "records went dead or expired during it.\n"
         "Times in JSON are milliseconds since the Unix epoch (UTC).\n"
         "Run 'outpost COMMAND --help' for a command's options.");
 
@@ -127,8 +129,10 @@ int main(int argc, char** argv) {
                      "Only records with an id above ID (to page: pass the last id shown)")
         ->type_name("ID");
     list->footer(
-        "Records come in commit (id) order, read in short pages. The table shows no payloads\n"
-        "(see show and export); --json writes one JSON array of record objects.\n"
+        "Records come in commit (id) order, read in short pages. Only the records present when\n"
+        "the command starts are listed (up to the largest id then): it ends even while the app\n"
+        "adds records faster than it reads. The table shows no payloads (see show and export);\n"
+        "--json writes one JSON array of record objects.\n"
         "Examples:\n"
         "  outpost list --db app.db --state dead\n"
         "  outpost list --db app.db --topic sensors/ --key pump-7 --limit 20 --json");
@@ -224,7 +228,8 @@ int main(int argc, char** argv) {
     purge->footer(
         "Ages count from when the record became delivered, dead or expired. Deletes in batches\n"
         "of short transactions, so the app is never blocked for long. Pending records are never\n"
-        "touched.\n"
+        "touched. Only records present when it starts (up to the largest id then) are deleted,\n"
+        "so it ends even while the dispatcher keeps delivering.\n"
         "Example: outpost purge --db app.db --state dead --older-than 7d --dry-run");
 
     ExportArgs export_args;
@@ -239,7 +244,9 @@ int main(int argc, char** argv) {
                   "(slow: one lookup per id); exits 1 if any were skipped");
     exp->footer(
         "One JSON object a line, per record: every field (as in list --json) and \"payload\"\n"
-        "in base64. Reads in short pages: safe on a live, large outbox.\n"
+        "in base64. Reads in short pages: safe on a live, large outbox. Exports the records\n"
+        "present when it starts (up to the largest id then), so it ends even while the app adds\n"
+        "records faster than it reads; later ones are left for the next export.\n"
         "Example: outpost export --db app.db --state dead > dead.jsonl");
 
     CheckArgs check_args;
@@ -313,10 +320,18 @@ int main(int argc, char** argv) {
         ->type_name("auto|bar|lines|none")
         ->capture_default_str();
     sync->footer(
-        "The catch-up of a device that was offline. Exits 0 when no record is left pending, 3\n"
-        "when --timeout passed with records pending, 1 on error. Refuses while another\n"
-        "dispatcher (the app's) holds the lease. Shows a progress bar (count, rate, ETA) on a\n"
-        "terminal, plain lines on stderr otherwise; --json writes JSON Lines progress to stdout.\n"
+        "The catch-up of a device that was offline. Exit codes:\n"
+        "  0  every record pending at the start was delivered (acknowledged by the broker)\n"
+        "  4  nothing is left pending, but records went dead (the retry cap: the broker rejected\n"
+        "     them) or expired (their ttl) during the sync; stderr says how many and the\n"
+        "     command to list them (outpost list --db FILE --state dead)\n"
+        "  3  --timeout passed with records still pending (also when some went dead)\n"
+        "  1  error: broker refused for good, lease held by another dispatcher, interrupted\n"
+        "Refuses while another dispatcher (the app's) holds the lease. Shows a progress bar\n"
+        "(count, rate, ETA) on a terminal, plain lines on stderr otherwise; --json writes JSON\n"
+        "Lines to stdout: progress, then {\"event\":\"done\",\"result\":...} with result drained "
+        "(0),\n"
+        "drained_with_failures (4), timeout (3), interrupted or lease_lost (1).\n"
         "Broker options may come from --config FILE, section [sync]:\n"
         "  [sync]\n"
         "  broker = \"mqtts://broker.example:8883\"\n"

@@ -361,7 +361,11 @@ int run_sync(const Common& common, const SyncArgs& args) {
         lease_lost = log.lease_lost;
     }
     const bool ok = pending == 0 && (drained || !lease_lost);
-    const char* result = ok                   ? "drained"
+    // Records this sync gave up on (the retry cap, a ttl): the outbox may be drained, but not
+    // everything reached the broker. Records that were dead before the sync are not counted.
+    const std::uint64_t given_up = s.dead + s.expired;
+    const char* result = ok && given_up == 0  ? "drained"
+                         : ok                 ? "drained_with_failures"
                          : g_interrupted != 0 ? "interrupted"
                          : lease_lost         ? "lease_lost"
                                               : "timeout";
@@ -379,12 +383,36 @@ int run_sync(const Common& common, const SyncArgs& args) {
         std::cout << "delivered " << s.delivered << ", dead " << s.dead << ", expired " << s.expired
                   << ", pending " << pending << '\n';
     }
-    if (ok) {
+    if (ok && given_up == 0) {
         return kExitOk;
+    }
+    // "1 went dead, 2 expired during the sync (see: outpost list --db F --state dead, ...)".
+    std::string failures;
+    if (given_up > 0) {
+        std::string see;
+        if (s.dead > 0) {
+            failures = std::to_string(s.dead) + " went dead";
+            see = "outpost list --db " + shell_word(common.db) + " --state dead";
+        }
+        if (s.expired > 0) {
+            failures += (failures.empty() ? "" : ", ") + std::to_string(s.expired) + " expired";
+            see += (see.empty() ? "" : ", ") + std::string("outpost list --db ") +
+                   shell_word(common.db) + " --state expired";
+        }
+        failures += " during the sync (see: " + see + ")";
+    }
+    if (ok) {
+        std::cerr << "outpost: error: sync drained the outbox, but " << given_up
+                  << (given_up == 1 ? " record was" : " records were")
+                  << " not delivered: " << one_line(failures) << '\n';
+        return kExitSyncGaveUp;
     }
     std::string why = std::to_string(pending) + " records still pending";
     if (!last_error.empty() && !s.connected) {
         why += " (broker " + brokers_text(args.brokers) + ": " + last_error + ")";
+    }
+    if (!failures.empty()) {
+        why += "; " + failures;
     }
     if (g_interrupted != 0) {
         std::cerr << "outpost: error: sync interrupted; " << one_line(why) << '\n';

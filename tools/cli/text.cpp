@@ -1,5 +1,6 @@
 #include "text.hpp"
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 
@@ -205,6 +206,23 @@ std::string redact_uri(std::string_view uri) {
         return std::string(uri);
     }
     return std::string(uri.substr(0, start)) + std::string(uri.substr(start + at + 1));
+}
+
+std::string shell_word(std::string_view word) {
+    const std::string text = one_line(word);
+    const bool plain = !text.empty() && std::all_of(text.begin(), text.end(), [](char c) {
+        const auto u = static_cast<unsigned char>(c);
+        return (u >= 'a' && u <= 'z') || (u >= 'A' && u <= 'Z') || (u >= '0' && u <= '9') ||
+               std::string_view("/._-+,:=@%").find(c) != std::string_view::npos || u >= 0x80;
+    });
+    if (plain) {
+        return text;
+    }
+    std::string out = "'";
+    for (const char c : text) {
+        out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    }
+    return out + "'";
 }
 
 }  // namespace outpost::cli

@@ -31,6 +31,11 @@ std::string format_time(std::int64_t wall_ms);
 // `text` made fit for one line of a table or an error message: control characters become '?'.
 std::string one_line(std::string_view text);
 
+// `word` as one word of a POSIX shell command line, for commands the tool suggests: as it is
+// when it holds only characters no shell treats specially, otherwise in single quotes
+// ('it'\''s'). Control characters become '?' (as in one_line()).
+std::string shell_word(std::string_view word);
+
 // `uri` with any user:password@ part removed ("mqtts://u:p@h:8883" -> "mqtts://h:8883").
 std::string redact_uri(std::string_view uri);
 
