@@ -99,10 +99,8 @@ constexpr Ms kOfflinePoll{5000};
 // no use: losing several in a row backs the reconnects off.
 constexpr Clock::duration kYoungConnection = 10s;
 // A publish lost with its connection within this time of being sent, with nothing sent after it
-// acknowledged, is suspected of having made the broker drop the connection...
+// acknowledged, is suspected of having made the broker drop the connection (see judge_loss).
 constexpr Clock::duration kSuspectWindow = 5s;
-// ... and once it was so kSuspectStreak times in a row, each such loss counts as an attempt.
-constexpr std::uint32_t kSuspectStreak = 3;
 
 // initial x 2^(failures-1), capped at `max`, scaled by a factor in [0.5, 1] drawn from
 // `sample` (full jitter on the upper half: a fleet that lost the same broker spreads out).
@@ -142,6 +140,8 @@ struct Dispatcher::Impl {
         Clock::time_point sent_at{};
         Clock::time_point deadline{};    // ack timeout
         std::optional<Outcome> outcome;  // decided, waiting to be written
+        bool alone = false;      // sent as the only publish in flight (a suspect, see judge_loss)
+        bool after_ack = false;  // ... after something was acknowledged on its connection
     };
     struct Completion {
         std::int64_t id;
@@ -156,11 +156,13 @@ struct Dispatcher::Impl {
     };
     // The first publish lost with each connection, to tell a message the broker answers by
     // dropping the connection (mosquitto does so for some topics and properties).
-    struct Suspect {
+    struct Lost {
         std::int64_t id = 0;
         std::uint64_t seq = 0;
         PendingRef ref;
         Clock::time_point sent_at{};
+        bool alone = false;
+        bool after_ack = false;
     };
 
     Store& store;
@@ -198,11 +200,12 @@ struct Dispatcher::Impl {
     // skips has a way back: busy key -> freed, waiting key or record -> `dues`.
     DispatchCursor cursor;
     bool at_end = false;       // the pass reached the end of the pending records
-    std::int64_t seen_id = 0;  // records up to this id were there when the pass (or an arrivals
-                               // check) last looked; newer ones lie ahead of it or are arrivals
+    std::int64_t seen_id = 0;  // the last id an arrivals check saw: records up to it lie ahead
+                               // of the cursor or were considered; newer ones are arrivals
     bool arrivals_due = true;  // records may have been committed since seen_id
     std::unordered_set<std::string> busy_keys;                   // a record of the key is in flight
     std::unordered_map<std::string, std::int64_t> waiting_keys;  // key -> when its head is due
+    std::unordered_set<std::int64_t> waiting_ids;  // keyless records waiting (in `dues` or not)
     std::unordered_set<std::string> freed;  // keys that became free since they were last asked
     std::priority_queue<Due, std::vector<Due>, std::greater<>> dues;
     std::optional<std::int64_t> forgotten_due;  // earliest retry `dues` had no room for
@@ -225,11 +228,15 @@ struct Dispatcher::Impl {
     std::uint32_t quick_losses = 0;  // connections in a row that died young
     Clock::time_point connected_at{};
     Clock::time_point next_connect{};
-    std::uint64_t acked_seq = 0;        // highest seq acknowledged on this connection
-    std::optional<Suspect> loss_first;  // earliest publish lost with this connection
-    std::int64_t suspect_id = 0;        // the record the last lost connections pointed at
-    std::uint32_t suspect_streak = 0;   // how many in a row
-    std::int64_t clock_offset = 0;      // wall - monotonic, to notice wall-clock steps
+    std::uint64_t acked_seq = 0;     // highest seq acknowledged on this connection
+    std::optional<Lost> loss_first;  // earliest publish lost with this connection
+    // The record suspected of making the broker drop the connection (0: none), whether a loss
+    // was already counted against it, and the suspect itself while it is held back to be sent
+    // alone (its key stays busy meanwhile).
+    std::int64_t suspect_id = 0;
+    bool suspect_proven = false;
+    std::optional<PendingRef> held;
+    std::int64_t clock_offset = 0;  // wall - monotonic, to notice wall-clock steps
     bool clock_checked = false;
     Clock::time_point next_purge{};
     std::uint64_t seq = 0;
@@ -354,7 +361,7 @@ struct Dispatcher::Impl {
     // Remembers the earliest publish lost with the current connection.
     void note_lost(std::int64_t id, const Flight& f) {
         if (f.seq != 0 && (!loss_first || f.seq < loss_first->seq)) {
-            loss_first = Suspect{id, f.seq, f.ref, f.sent_at};
+            loss_first = Lost{id, f.seq, f.ref, f.sent_at, f.alone, f.after_ack};
         }
     }
 
@@ -381,39 +388,53 @@ struct Dispatcher::Impl {
         stats.connection_losses += dropped;
     }
 
-    // A connection died. When it died right after the same publish several times in a row,
-    // that record is what the broker answers by disconnecting: count an attempt for it, so
-    // the retry cap ends it and the records behind it go. Also backs off reconnecting to a
-    // broker that keeps dropping young connections.
+    // A connection died. A record right after whose publish it died (within kSuspectWindow,
+    // nothing sent after it acknowledged) becomes the suspect: it is held back and, on the next
+    // connections, sent alone once something else was acknowledged there. When the connection
+    // then dies right after it again, that is evidence, and the loss counts as an attempt for
+    // it (then on every such loss), so the retry cap ends it and the records behind it go. A
+    // flaky link or a broker restart can make an innocent record the suspect, but cannot give
+    // the evidence: that needs the connection to work for others and die on this one alone.
+    // Also backs off reconnecting to a broker that keeps dropping useless young connections.
     void judge_loss() {
         const auto now = clock.now();
         // A connection that answered nothing and died young: the broker keeps dropping us.
         // One that carried acknowledgements was useful, however short: reconnect at once.
         const bool useless = now - connected_at < kYoungConnection && acked_seq == 0;
         quick_losses = useless ? quick_losses + 1 : 0;
-        std::optional<Suspect> s;
+        std::optional<Lost> s;
         s.swap(loss_first);
-        // "Right after": lost within moments of being sent, with nothing sent after it
-        // acknowledged on that connection.
         if (!s || now - s->sent_at > kSuspectWindow || acked_seq > s->seq) {
-            suspect_streak = 0;
+            return;  // not right after a publish
+        }
+        if (s->id != suspect_id) {
+            release_held();
+            suspect_id = s->id;
+            suspect_proven = false;
             return;
         }
-        suspect_streak = s->id == suspect_id ? suspect_streak + 1 : 1;
-        suspect_id = s->id;
-        if (suspect_streak < kSuspectStreak || flights.count(s->id) != 0) {
-            return;
+        if (!s->alone || !(s->after_ack || suspect_proven) || flights.count(s->id) != 0) {
+            return;  // suspected again, but no evidence yet
         }
+        suspect_proven = true;
         Flight f;
         f.ref = s->ref;
         f.outcome = failure(s->id, f,
-                            "the broker dropped the connection right after this publish " +
-                                std::to_string(suspect_streak) +
-                                " times in a row (a message it refuses by disconnecting?)");
+                            "the broker dropped the connection right after this publish, sent "
+                            "alone (a message it refuses by disconnecting?)");
         if (f.ref.key) {
             busy_keys.insert(*f.ref.key);  // freed once the attempt is written
         }
         flights.emplace(s->id, std::move(f));
+    }
+
+    // Lets a held suspect go back to the dispatch queue.
+    void release_held() {
+        if (held && held->key) {
+            busy_keys.erase(*held->key);
+            freed.insert(*held->key);
+        }
+        held.reset();
     }
 
     Ms reconnect_delay() {
@@ -430,6 +451,10 @@ struct Dispatcher::Impl {
         }
         if (was_connected) {
             was_connected = false;
+            // Answers that came before the loss (acknowledgements the broker sent before it
+            // closed the connection) decide their flights first: an acknowledged record is
+            // neither sent again nor suspected of the loss.
+            collect(false);
             drop_flights();
             judge_loss();
             {
@@ -482,6 +507,7 @@ struct Dispatcher::Impl {
         at_end = false;
         arrivals_due = true;
         waiting_keys.clear();
+        waiting_ids.clear();
         freed.clear();
         dues = {};
         forgotten_due.reset();
@@ -491,6 +517,8 @@ struct Dispatcher::Impl {
     void wait_for(const PendingRef& r, std::int64_t at) {
         if (r.key) {
             waiting_keys[*r.key] = at;
+        } else {
+            waiting_ids.insert(r.id);
         }
         if (dues.size() < due_capacity()) {
             dues.push({at, r});
@@ -540,10 +568,25 @@ struct Dispatcher::Impl {
 
     void choose(std::vector<Chosen>& chosen) {
         const std::int64_t now = clock.wall_ms();
+        // A suspect goes alone: nothing else while it is out, and once the connection has shown
+        // it works (or the suspect was proven), it waits for the window to empty, then goes.
+        if (suspect_id != 0) {
+            auto it = flights.find(suspect_id);
+            if (it != flights.end() && it->second.alone && !it->second.outcome) {
+                return;
+            }
+            if (held && (acked_seq > 0 || suspect_proven)) {
+                if (sent == 0) {
+                    chosen.push_back({held->id, *held});
+                    held.reset();
+                }
+                return;
+            }
+        }
         auto room = [&] { return opt.window - std::min(opt.window, sent + chosen.size()); };
         auto consider = [&](const PendingRef& r) {
-            if (flights.count(r.id) != 0) {
-                return;
+            if (flights.count(r.id) != 0 || (!r.key && waiting_ids.count(r.id) != 0)) {
+                return;  // in flight, or waiting in `dues`
             }
             if (r.key && (busy_keys.count(*r.key) != 0 || waiting_keys.count(*r.key) != 0)) {
                 return;  // asked again when the key is free or due
@@ -566,6 +609,10 @@ struct Dispatcher::Impl {
             if (r.key) {
                 busy_keys.insert(*r.key);  // one per key within this batch too
             }
+            if (r.id == suspect_id) {
+                held = r;  // sent alone, see judge_loss()
+                return;
+            }
             chosen.push_back({r.id, r});
         };
         auto head_of = [&](const std::string& key) {
@@ -574,6 +621,9 @@ struct Dispatcher::Impl {
             }
         };
 
+        if (forgotten_due && *forgotten_due <= now) {
+            reset_scan();  // `dues` had no room for some: look at everything again
+        }
         // 1. Waits that are over: keyed heads and keyless records.
         while (!dues.empty() && dues.top().at <= now && room() > 0) {
             const Due d = dues.top();
@@ -585,12 +635,9 @@ struct Dispatcher::Impl {
                 }
                 waiting_keys.erase(w);
                 head_of(*d.ref.key);
-            } else {
+            } else if (waiting_ids.erase(d.ref.id) != 0) {
                 consider(d.ref);
             }
-        }
-        if (forgotten_due && *forgotten_due <= now) {
-            reset_scan();  // `dues` had no room for some: look at everything again
         }
         // 2. Keys that became free: their head, wherever it lies.
         while (!freed.empty() && room() > 0) {
@@ -641,11 +688,17 @@ struct Dispatcher::Impl {
                     at_end = false;  // more may follow; come back from here
                     break;
                 }
+                // seen_id stays: ids below this one may lie behind the cursor at a higher
+                // priority, committed since the last arrivals check.
                 cursor = DispatchCursor{r.priority, r.id, false};
-                seen_id = std::max(seen_id, r.id);
                 ++examined;
                 consider(r);
             }
+        }
+        // 5. A held suspect with nothing else to do goes alone now.
+        if (held && chosen.empty() && sent == 0) {
+            chosen.push_back({held->id, *held});
+            held.reset();
         }
     }
 
@@ -696,6 +749,8 @@ struct Dispatcher::Impl {
         const auto now = clock.now();
         Flight& f = flights[rec.id];
         f = Flight{s, std::move(ref), now, now + opt.ack_timeout, std::nullopt};
+        f.alone = rec.id == suspect_id;
+        f.after_ack = acked_seq > 0;
         if (f.ref.key) {
             busy_keys.insert(*f.ref.key);
         }
@@ -846,6 +901,10 @@ struct Dispatcher::Impl {
                     break;
             }
         }
+        if (o.id == suspect_id && o.kind != Outcome::Kind::retry) {
+            suspect_id = 0;  // answered, dead or expired: no longer a suspect
+            suspect_proven = false;
+        }
         if (o.kind == Outcome::Kind::retry) {
             // The record (and its key's later records) wait; it lies before the cursor, so it
             // comes back through `dues`.
@@ -878,13 +937,13 @@ struct Dispatcher::Impl {
                                              : std::max<Ms>(opt.poll_interval, kOfflinePoll));
             const std::int64_t v = store.data_version();
             if (v != data_version) {
+                const std::int64_t r = store.requeue_count();  // before v counts as seen
                 data_version = v;
                 // Another connection committed: new records (arrivals), or a requeue, which
                 // puts records before the pass position.
                 arrivals_due = true;
                 at_end = false;
                 next_expiry_known = false;
-                const std::int64_t r = store.requeue_count();
                 if (r != requeues) {
                     requeues = r;
                     reset_scan();

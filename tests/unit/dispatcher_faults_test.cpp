@@ -489,3 +489,168 @@ TEST_F(DispatcherFaults, ARecordInFlightIsNotExpiredUnderItsAcknowledgement) {
 }
 
 }  // namespace
+
+namespace {
+
+// ---- found in review ----
+
+// A record the broker acknowledged just before the poison message made it drop the connection
+// is not the poison: its acknowledgement was queued but not collected when the loss was noticed.
+TEST_F(DispatcherFaults, AnAcknowledgedRecordBeforeThePoisonIsNotBlamed) {
+    broker_.disconnect_on_topic("t/poison");
+    const std::int64_t good = add("t/good");
+    const std::int64_t poison = add("t/poison");
+    for (int i = 0; i < 5; ++i) {
+        add("t/more/" + std::to_string(i));
+    }
+    auto d = dispatcher();
+    run(*d, 2000);
+    EXPECT_EQ(state_of(good), std::nullopt) << last_error_of(good);
+    EXPECT_EQ(state_of(poison), std::make_pair(2, 3));
+    EXPECT_EQ(count("state = 0"), 0);
+}
+
+// `dues` overflows; when the forgotten retry comes due, the records taken from `dues` must not be
+// chosen a second time by the pass that restarts.
+TEST_F(DispatcherFaults, AForgottenDueNeverPublishesARecordTwiceInOneStep) {
+    {
+        SQLite::Transaction tx(db_);
+        for (int i = 0; i < 4097; ++i) {
+            add("t/" + std::to_string(i));
+        }
+        tx.commit();
+    }
+    const std::int64_t wall = clock_.wall_ms();
+    db_.exec("UPDATE outpost_records SET next_attempt_at = " + std::to_string(wall + 50'000));
+    db_.exec("UPDATE outpost_records SET next_attempt_at = " + std::to_string(wall + 5'000) +
+             " WHERE id = 1");  // in `dues`, due first
+    db_.exec("UPDATE outpost_records SET next_attempt_at = " + std::to_string(wall + 10'000) +
+             " WHERE id = 4097");  // no room in `dues`: forgotten_due
+    auto d = dispatcher();
+    for (int i = 0; i < 40; ++i) {
+        d->run_once();  // the pass walks everything once; nothing is due
+    }
+    ASSERT_EQ(broker_.published(), 0u);
+    clock_.advance(10s);
+    d->run_once();
+    int ones = 0;
+    for (const Record& r : broker_.log()) {
+        ones += r.id == 1 ? 1 : 0;
+    }
+    EXPECT_EQ(ones, 1) << "record 1 published " << ones << " times in one step";
+    for (int i = 0; i < 50; ++i) {
+        d->run_once();
+    }
+    EXPECT_EQ(count("id IN (1, 4097)"), 0);
+    EXPECT_EQ(d->stats().in_flight, 0u) << "`sent` counts a publish that has no flight";
+}
+
+// A higher-priority record committed by another process (no wake-up; the poll notices) while
+// the pass runs through a lower priority, then a lower-priority one the pass reaches before the
+// next poll: the first lies behind the cursor and must still be found.
+TEST_F(DispatcherFaults, AHigherPriorityRecordFromAnotherProcessIsNotStranded) {
+    for (int i = 0; i < 3; ++i) {
+        add("low/" + std::to_string(i));
+    }
+    auto o = options();
+    o.window = 1;
+    auto d = dispatcher(o);
+    d->run_once();  // low/0 out; the pass stands at it
+    auto insert = [&](const std::string& topic, int priority) {
+        db_.exec(
+            "INSERT INTO outpost_records (uid, topic, payload, qos, retain, priority, "
+            "created_at) VALUES ('" +
+            topic + "', '" + topic + "', x'00', 1, 0, " + std::to_string(priority) + ", " +
+            std::to_string(clock_.wall_ms()) + ")");
+        return db_.getLastInsertRowid();
+    };
+    const std::int64_t alarm = insert("alarm", 7);  // another process, e.g. `outpost add`
+    insert("late", 0);
+    for (int i = 0; i < 6; ++i) {
+        d->run_once();  // no poll yet: the pass reaches "late"
+    }
+    for (int i = 0; i < 50; ++i) {
+        clock_.advance(1s);
+        d->run_once();
+    }
+    EXPECT_EQ(state_of(alarm), std::nullopt) << "the alarm is still pending, never sent";
+    EXPECT_EQ(count("state = 0"), 0);
+}
+
+// A requeue by another process noticed at a poll whose requeue_count() read fails must be
+// noticed at a later poll.
+TEST_F(DispatcherFaults, ARequeueSeenByAFailedPollIsNotLost) {
+    const std::int64_t a = add("a");
+    add("b");
+    db_.exec("UPDATE outpost_records SET state = 2, attempts = 3, done_at = 1 WHERE id = " +
+             std::to_string(a));  // dead
+    auto d = faulty_dispatcher();
+    run(*d, 20);
+    ASSERT_EQ(state_of(a)->first, 2);
+    ASSERT_EQ(count("state = 0"), 0);
+    // `outpost retry` in another process.
+    db_.exec("UPDATE outpost_records SET state = 0, attempts = 0, done_at = NULL WHERE id = " +
+             std::to_string(a));
+    faulty().fail(Op::requeue_count);
+    for (int i = 0; i < 60; ++i) {
+        clock_.advance(1s);
+        d->run_once();
+    }
+    EXPECT_GT(faulty().calls(Op::requeue_count), 1);
+    EXPECT_EQ(state_of(a), std::nullopt) << "the requeued record was never sent again";
+}
+
+// A link that dies a couple of seconds after each connect, before the first publish is
+// answered (a flapping uplink, or two devices sharing a client id kicking each other off): the
+// record at the head is innocent and must never lose an attempt to it.
+TEST_F(DispatcherFaults, AFlakyLinkNeverKillsTheHeadRecord) {
+    broker_.set_auto_ack(false);
+    const std::int64_t a = add("a");
+    auto o = options();
+    o.ack_timeout = 1h;  // the clock jumps below must not time the publish out
+    auto d = dispatcher(o);
+    for (int i = 0; i < 9; ++i) {
+        settle(*d);  // (re)connects, publishes a
+        clock_.advance(2s);
+        broker_.drop_connection();
+        settle(*d);
+        clock_.advance(120s);  // past any reconnect or retry backoff
+    }
+    EXPECT_EQ(state_of(a), std::make_pair(0, 0))
+        << "a: state " << state_of(a)->first << ", attempts " << state_of(a)->second;
+    d->stop(0ms);
+}
+
+// ... nor can it with other records flowing: the suspect is sent alone after the others were
+// acknowledged, and the flaky link then happens to die while others are out, not it alone.
+TEST_F(DispatcherFaults, ASuspectIsSentAloneAndClearedWhenAcknowledged) {
+    broker_.set_auto_ack(false);
+    const std::int64_t a = add("a", "k");
+    const std::int64_t a2 = add("a2", "k");
+    for (int i = 0; i < 5; ++i) {
+        add("other/" + std::to_string(i));
+    }
+    auto d = dispatcher();
+    settle(*d);
+    ASSERT_EQ(broker_.held(), 6u);  // a and the five others; a2 waits behind a
+    broker_.drop_connection();      // right after: a is the suspect
+    settle(*d);
+    // Next connection: the others first, a (and so its key) held back.
+    ASSERT_EQ(broker_.held(), 5u);
+    for (const Record& r : broker_.log()) {
+        EXPECT_NE(r.id, a2) << "a later record of the suspect's key overtook it";
+    }
+    broker_.ack_all();
+    settle(*d);
+    ASSERT_EQ(broker_.held(), 1u);  // a, alone
+    EXPECT_EQ(broker_.log().back().id, a);
+    broker_.ack_all();
+    settle(*d);
+    broker_.ack_all();
+    settle(*d);
+    EXPECT_EQ(count(), 0);
+    EXPECT_EQ(state_of(a), std::nullopt);
+    expect_per_key_order(broker_.log());
+}
+
+}  // namespace
