@@ -136,7 +136,12 @@ const char* mqtt_reason_name(int reason_code) noexcept;
 //   outstanding publish completes with connection_lost, then the connection handler is told.
 //   The handler is also told (true) after each successful connect() and (false) after
 //   disconnect(). Callbacks (done, handler) never run with an internal lock held: they may call
-//   connected(); they must not call connect(), disconnect() or the destructor.
+//   connected(); they must not call connect(), disconnect() or the destructor, nor wait for the
+//   thread that does.
+// - disconnect() returns only once no callback runs on a paho thread any more (after a lost
+//   connection, paho's thread may still be completing publishes or telling the handler), and
+//   none comes after it until the next connect() or publish(): what the callbacks point to may
+//   be freed as soon as it returns.
 // - The destructor disconnects (up to 1 s for acknowledgements) and completes whatever is still
 //   outstanding with connection_lost.
 class MqttBroker final : public MessageBroker {

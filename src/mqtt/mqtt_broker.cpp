@@ -124,6 +124,34 @@ struct MqttBroker::Impl {
         mqtt::message_ptr msg;
     };
 
+    // Marks a paho thread inside one of our entry points (connection lost, DISCONNECT, a
+    // publish's answer), from which the caller's callbacks run. disconnect() waits until none
+    // is left (wait_for_callbacks()). Taken first thing, before the entry point looks at `up`
+    // or `outstanding` under `mutex`: an entry point that still finds work there is counted
+    // before disconnect() clears it, and one that comes later finds nothing to report.
+    class CallbackScope {
+      public:
+        explicit CallbackScope(Impl& impl) : impl_(impl), outer_(inside_callback) {
+            impl_.callbacks_running.fetch_add(1);
+            inside_callback = &impl_;
+        }
+        ~CallbackScope() {
+            inside_callback = outer_;
+            if (impl_.callbacks_running.fetch_sub(1) == 1) {
+                std::lock_guard lock(impl_.callback_mutex);
+                impl_.callbacks_idle.notify_all();
+            }
+        }
+        CallbackScope(const CallbackScope&) = delete;
+        CallbackScope& operator=(const CallbackScope&) = delete;
+
+      private:
+        Impl& impl_;
+        const Impl* outer_;
+    };
+    // The broker whose entry point this thread runs, if any.
+    static thread_local const Impl* inside_callback;
+
     Impl(MqttOptions opts, const Clock& clk) : options(std::move(opts)), clock(clk) {
         options.validate();
     }
@@ -269,6 +297,7 @@ struct MqttBroker::Impl {
 
     // paho's connection-lost or (MQTT 5) DISCONNECT callback, on a paho thread.
     void on_lost(const char* what, const std::string& detail) {
+        CallbackScope scope(*this);
         std::unordered_map<std::uint64_t, Pending> failed;
         std::string reason;
         {
@@ -620,6 +649,22 @@ struct MqttBroker::Impl {
         if (was_up) {
             notify(false, reason);
         }
+        wait_for_callbacks();
+    }
+
+    // Returns once no paho thread runs a callback of the caller's: after a lost connection, a
+    // paho thread may still be completing the publishes it failed (or telling the connection
+    // handler) when disconnect() finds nothing left to do, and the caller (the Dispatcher's
+    // stop()) may free what those callbacks point to as soon as disconnect() returns. `up` is
+    // false and `outstanding` empty by now, so no new callback can start: each entry point was
+    // either counted before it looked, or finds nothing. Not from inside a callback (the
+    // contract forbids calling disconnect() there; this keeps a mistake from hanging).
+    void wait_for_callbacks() noexcept {
+        if (inside_callback == this) {
+            return;
+        }
+        std::unique_lock lock(callback_mutex);
+        callbacks_idle.wait(lock, [this] { return callbacks_running.load() == 0; });
     }
 
     // --- publishing ------------------------------------------------------------------------------
@@ -722,6 +767,7 @@ struct MqttBroker::Impl {
     static const char* ack_name(int qos) { return qos == 2 ? "PUBREC" : "PUBACK"; }
 
     void on_publish_success(const mqtt::token& tok) {
+        CallbackScope scope(*this);
         const std::uint64_t seq = seq_of(tok);
         const auto qos = qos_of(seq);
         if (!qos) {
@@ -738,6 +784,7 @@ struct MqttBroker::Impl {
     }
 
     void on_publish_failure(const mqtt::token& tok) {
+        CallbackScope scope(*this);
         const std::uint64_t seq = seq_of(tok);
         const auto qos = qos_of(seq);
         if (!qos) {
@@ -771,12 +818,19 @@ struct MqttBroker::Impl {
     std::mutex handler_mutex;
     std::shared_ptr<ConnectionHandler> handler;
 
+    // paho threads inside our entry points (CallbackScope), and how disconnect() waits them out.
+    std::atomic<int> callbacks_running{0};
+    std::mutex callback_mutex;
+    std::condition_variable callbacks_idle;
+
     // Guards the `client` pointer against the receive thread's sends (finish() -> send_all()).
     // Replaced only by connect() and the destructor, on the caller's thread.
     std::mutex client_mutex;
     // Last member: destroyed first (the destructor destroys it explicitly anyway).
     std::unique_ptr<Client> client;
 };
+
+thread_local const MqttBroker::Impl* MqttBroker::Impl::inside_callback = nullptr;
 
 void MqttBroker::Impl::PublishListener::on_success(const mqtt::token& tok) {
     impl_.on_publish_success(tok);

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -13,6 +14,7 @@
 #include <mutex>
 #include <numeric>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "connection_log.hpp"
@@ -842,6 +844,41 @@ TEST(MqttBroker, DisconnectWaitsForAcknowledgementsThenReportsTheRest) {
     EXPECT_FALSE(broker.connected());
     ASSERT_TRUE(log.wait_for(false, 1s));
     broker.disconnect(1s);  // twice is fine
+}
+
+// After a lost connection, paho's thread completes the outstanding publishes and tells the
+// connection handler, after it marked the connection down. disconnect() must not return while
+// that still runs: the Dispatcher's stop() calls disconnect() and then frees what the callbacks
+// point to (issue 10, "a paho thread may still be inside the dispatcher during teardown").
+TEST(MqttBroker, DisconnectWaitsOutCallbacksStillRunningAfterALoss) {
+    Mosquitto mosq;
+    std::atomic<bool> in_handler{false};
+    std::atomic<bool> handler_finished{false};
+    MqttBroker broker(options_for(mosq.uri()));
+    broker.set_connection_handler([&](bool up, const std::string&) {
+        if (!up) {
+            in_handler = true;
+            std::this_thread::sleep_for(300ms);  // a slow handler: the window made wide
+            handler_finished = true;
+        }
+    });
+    broker.connect(5s);
+    ::kill(mosq.pid(), SIGSTOP);  // no PUBACK from now on: everything stays outstanding
+    Results results;
+    constexpr int kTotal = 12;  // 8 handed to paho, 4 held back by MqttBroker
+    for (int i = 1; i <= kTotal; ++i) {
+        broker.publish(make_record(i, "t/x", "x"), results.callback_for(i));
+    }
+    mosq.kill();  // the socket closes under paho: its thread reports the loss
+    ASSERT_TRUE(eventually([&] { return in_handler.load(); }, 5s));
+
+    broker.disconnect(1s);
+    EXPECT_TRUE(handler_finished) << "disconnect() returned while the connection handler ran";
+    EXPECT_EQ(results.size(), static_cast<std::size_t>(kTotal));
+    EXPECT_EQ(results.count(PublishResult::Status::connection_lost),
+              static_cast<std::size_t>(kTotal));
+    // Before the fix the check above failed: wait, so that nothing the handler uses goes first.
+    EXPECT_TRUE(eventually([&] { return handler_finished.load(); }, 5s));
 }
 
 TEST(MqttBroker, ManyPublishesFlowWithoutPahoBufferLimit) {
