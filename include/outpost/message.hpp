@@ -12,7 +12,12 @@
 
 namespace outpost {
 
-// One MQTT 5 user property. Both strings must be valid UTF-8.
+// The longest Message::ttl add() accepts: 100 years (of 365.2425 days). Longer means "never":
+// leave ttl unset for that.
+inline constexpr std::chrono::milliseconds kMaxTtl = std::chrono::years(100);
+
+// One MQTT 5 user property. Both strings must be valid UTF-8 without the code points MQTT
+// forbids (see Message::topic).
 struct Header {
     std::string name;
     std::string value;
@@ -21,15 +26,21 @@ struct Header {
 
 // A message the app wants delivered. A plain value: copy it, build it field by field.
 struct Message {
-    std::string topic;               // required; no '+', '#' or NUL; valid UTF-8; <= 65,535 B
+    // Required; <= 65,535 bytes; no '+' or '#'; well-formed UTF-8 without the code points MQTT
+    // forbids in strings (a broker may drop the connection over them): U+0000, the controls
+    // U+0001..U+001F and U+007F..U+009F, and the noncharacters U+FDD0..U+FDEF, U+xFFFE, U+xFFFF.
+    // The same rules hold for headers and content_type.
+    std::string topic;
     std::vector<std::byte> payload;  // any bytes, up to OutboxOptions::max_payload_bytes
-    std::optional<std::string> key;  // ordering key: same key = delivered in commit order
-    int qos = 1;                     // 0, 1 or 2
-    bool retain = false;             // MQTT retain flag
-    int priority = 0;                // higher goes first; equal priority = commit order
-    std::optional<std::chrono::milliseconds> ttl;  // expires this long after add(); >= 0
-    std::vector<Header> headers;                   // MQTT 5 user properties (dropped on MQTT 3.1.1)
-    std::optional<std::string> content_type;       // MQTT 5 content type
+    // Ordering key: same key = delivered in commit order. Never sent: UTF-8 without NUL is enough.
+    std::optional<std::string> key;
+    int qos = 1;          // 0, 1 or 2
+    bool retain = false;  // MQTT retain flag
+    int priority = 0;     // higher goes first; equal priority = commit order
+    // Expires this long after add(): more than 0, at most kMaxTtl. Unset (default) = never.
+    std::optional<std::chrono::milliseconds> ttl;
+    std::vector<Header> headers;              // MQTT 5 user properties (dropped on MQTT 3.1.1)
+    std::optional<std::string> content_type;  // MQTT 5 content type
 
     // Convenience: a message whose payload is the bytes of `text`.
     static Message text(std::string topic, std::string_view text);

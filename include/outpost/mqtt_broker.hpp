@@ -112,6 +112,20 @@ const char* mqtt_reason_name(int reason_code) noexcept;
 //   not authorized" (PUBREC for QoS 2); permanent for not authorized (0x87), topic name
 //   invalid (0x90), packet too large (0x95) and payload format invalid (0x99), transient for the
 //   others (quota exceeded 0x97, ...).
+// - Local refusals: a publish the server would answer by closing the connection is never sent.
+//   It completes at once (on the caller's thread) as rejected, permanent, with the reason code
+//   the server would have used and a reason naming the rule: QoS above the CONNACK's Maximum QoS
+//   (0x9B qos not supported), retain when the CONNACK said Retain Available 0 (0x9A retain not
+//   supported), a topic that is empty, has a wildcard, is not well-formed UTF-8 or holds a code
+//   point MQTT forbids (U+0000, the controls U+0001..U+001F and U+007F..U+009F, the
+//   noncharacters; 0x90 topic name invalid), on MQTT 5 a header, content type or record.uid (the
+//   id property) breaking the same string rules (0x81 malformed packet), and a packet above the
+//   CONNACK's Maximum Packet Size (0x95 packet too large). add() already refuses such strings;
+//   this catches records that never went through it (an older version, a hand-edited file).
+//   MQTT 3.1.1 has no Maximum QoS, Retain Available or Maximum Packet Size in its CONNACK: on
+//   3.1.1, QoS 2 and retained messages are sent as given, and a server that does not support
+//   them drops the connection (mosquitto's `max_qos`, `retain_available false`), which the
+//   publish and the others in flight see as connection_lost. Use MQTT 5 with such a server.
 // - MQTT 5 mapping: headers become user properties, plus the user property `outpost-id` (named
 //   by options.id_property; none when empty) = record.uid; content_type becomes the content type;
 //   expires_at becomes the message expiry interval (the seconds left, rounded up, at least 1, also
@@ -122,7 +136,12 @@ const char* mqtt_reason_name(int reason_code) noexcept;
 //   outstanding publish completes with connection_lost, then the connection handler is told.
 //   The handler is also told (true) after each successful connect() and (false) after
 //   disconnect(). Callbacks (done, handler) never run with an internal lock held: they may call
-//   connected(); they must not call connect(), disconnect() or the destructor.
+//   connected(); they must not call connect(), disconnect() or the destructor, nor wait for the
+//   thread that does.
+// - disconnect() returns only once no callback runs on a paho thread any more (after a lost
+//   connection, paho's thread may still be completing publishes or telling the handler), and
+//   none comes after it until the next connect() or publish(): what the callbacks point to may
+//   be freed as soon as it returns.
 // - The destructor disconnects (up to 1 s for acknowledgements) and completes whatever is still
 //   outstanding with connection_lost.
 class MqttBroker final : public MessageBroker {

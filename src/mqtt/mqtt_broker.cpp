@@ -45,6 +45,7 @@ namespace {
 
 using std::chrono::milliseconds;
 using steady = std::chrono::steady_clock;
+using mqtt_detail::ServerLimits;
 
 // paho-mqtt-cpp 1.2 caps its command queue at 100 publishes as soon as create options are given,
 // even while connected (NOTES.md: publish throws -12). The dispatcher's window is the real bound
@@ -123,6 +124,34 @@ struct MqttBroker::Impl {
         mqtt::message_ptr msg;
     };
 
+    // Marks a paho thread inside one of our entry points (connection lost, DISCONNECT, a
+    // publish's answer), from which the caller's callbacks run. disconnect() waits until none
+    // is left (wait_for_callbacks()). Taken first thing, before the entry point looks at `up`
+    // or `outstanding` under `mutex`: an entry point that still finds work there is counted
+    // before disconnect() clears it, and one that comes later finds nothing to report.
+    class CallbackScope {
+      public:
+        explicit CallbackScope(Impl& impl) : impl_(impl), outer_(inside_callback) {
+            impl_.callbacks_running.fetch_add(1);
+            inside_callback = &impl_;
+        }
+        ~CallbackScope() {
+            inside_callback = outer_;
+            if (impl_.callbacks_running.fetch_sub(1) == 1) {
+                std::lock_guard lock(impl_.callback_mutex);
+                impl_.callbacks_idle.notify_all();
+            }
+        }
+        CallbackScope(const CallbackScope&) = delete;
+        CallbackScope& operator=(const CallbackScope&) = delete;
+
+      private:
+        Impl& impl_;
+        const Impl* outer_;
+    };
+    // The broker whose entry point this thread runs, if any.
+    static thread_local const Impl* inside_callback;
+
     Impl(MqttOptions opts, const Clock& clk) : options(std::move(opts)), clock(clk) {
         options.validate();
     }
@@ -174,7 +203,7 @@ struct MqttBroker::Impl {
     // Caller holds `mutex`. Moves held publishes into flight while the receive maximum allows.
     std::vector<Held> take_releasable() {
         std::vector<Held> out;
-        while (!held.empty() && in_flight < receive_maximum) {
+        while (!held.empty() && in_flight < limits.receive_maximum) {
             Held h = std::move(held.front());
             held.pop_front();
             auto it = outstanding.find(h.seq);
@@ -268,6 +297,7 @@ struct MqttBroker::Impl {
 
     // paho's connection-lost or (MQTT 5) DISCONNECT callback, on a paho thread.
     void on_lost(const char* what, const std::string& detail) {
+        CallbackScope scope(*this);
         std::unordered_map<std::uint64_t, Pending> failed;
         std::string reason;
         {
@@ -460,15 +490,12 @@ struct MqttBroker::Impl {
         old.reset();
     }
 
-    struct ServerLimits {
-        std::size_t receive_maximum = kMaxInflight;
-        std::size_t maximum_packet_size = 0;  // 0 = no limit announced
-    };
-
     // What an MQTT 5 CONNACK announces. paho-c 1.3.12 stops sending once the server's receive
     // maximum is reached and only looks again on its 1 s timer (measured: 20 messages a second
     // against a default mosquitto, whose receive maximum is 20), so MqttBroker keeps the count
-    // itself and hands the next publish over as soon as an acknowledgement frees a slot.
+    // itself and hands the next publish over as soon as an acknowledgement frees a slot. paho
+    // does not act on Maximum QoS, Retain Available or Maximum Packet Size either: publish()
+    // does (mqtt_detail::local_refusal).
     ServerLimits limits_from(const mqtt::properties& props) const {
         ServerLimits l;
         if (!mqtt5()) {
@@ -481,6 +508,13 @@ struct MqttBroker::Impl {
         if (props.contains(mqtt::property::MAXIMUM_PACKET_SIZE)) {
             l.maximum_packet_size =
                 mqtt::get<std::uint32_t>(props, mqtt::property::MAXIMUM_PACKET_SIZE);
+        }
+        if (props.contains(mqtt::property::MAXIMUM_QOS)) {
+            l.maximum_qos = mqtt::get<std::uint8_t>(props, mqtt::property::MAXIMUM_QOS);
+        }
+        if (props.contains(mqtt::property::RETAIN_AVAILABLE)) {
+            l.retain_available =
+                mqtt::get<std::uint8_t>(props, mqtt::property::RETAIN_AVAILABLE) != 0;
         }
         return l;
     }
@@ -565,8 +599,7 @@ struct MqttBroker::Impl {
             lost_already = lost_while_down;
             if (!lost_already) {
                 current_server = server_uri;
-                receive_maximum = limits.receive_maximum;
-                maximum_packet_size = limits.maximum_packet_size;
+                this->limits = limits;
                 in_flight = 0;
                 held.clear();
                 up.store(true);
@@ -616,6 +649,22 @@ struct MqttBroker::Impl {
         if (was_up) {
             notify(false, reason);
         }
+        wait_for_callbacks();
+    }
+
+    // Returns once no paho thread runs a callback of the caller's: after a lost connection, a
+    // paho thread may still be completing the publishes it failed (or telling the connection
+    // handler) when disconnect() finds nothing left to do, and the caller (the Dispatcher's
+    // stop()) may free what those callbacks point to as soon as disconnect() returns. `up` is
+    // false and `outstanding` empty by now, so no new callback can start: each entry point was
+    // either counted before it looked, or finds nothing. Not from inside a callback (the
+    // contract forbids calling disconnect() there; this keeps a mistake from hanging).
+    void wait_for_callbacks() noexcept {
+        if (inside_callback == this) {
+            return;
+        }
+        std::unique_lock lock(callback_mutex);
+        callbacks_idle.wait(lock, [this] { return callbacks_running.load() == 0; });
     }
 
     // --- publishing ------------------------------------------------------------------------------
@@ -665,21 +714,18 @@ struct MqttBroker::Impl {
 
         std::uint64_t seq = 0;
         bool send_now = false;
-        std::size_t too_large = 0;
+        std::optional<PublishResult> refusal;
         {
             std::lock_guard lock(mutex);
             if (up.load() && client) {
-                if (maximum_packet_size != 0 &&
-                    mqtt_detail::publish_packet_size(record, mqtt5(), options.id_property) >
-                        maximum_packet_size) {
-                    too_large = maximum_packet_size;
-                } else {
+                refusal = mqtt_detail::local_refusal(record, limits, mqtt5(), options.id_property);
+                if (!refusal) {
                     seq = ++next_seq;
                     Pending p{std::move(done), qos};
                     // With a stream of acknowledgements coming, the publish waits for the next
                     // one and paho's receive thread sends it (finish()): one thread less
                     // fighting over paho's global lock, measured +10-15% drain rate.
-                    if (qos == 0 || (held.empty() && in_flight < receive_maximum &&
+                    if (qos == 0 || (held.empty() && in_flight < limits.receive_maximum &&
                                      in_flight < kHandOffInFlight)) {
                         p.sent = true;
                         in_flight += qos > 0 ? 1 : 0;
@@ -691,15 +737,12 @@ struct MqttBroker::Impl {
                 }
             }
         }
-        if (too_large != 0) {
-            // Sending it would make the server close the connection (DISCONNECT 0x95), and the
-            // dispatcher would send it again after every reconnect without counting an attempt.
+        if (refusal) {
+            // Sending it would make the server close the connection (a packet too large, a QoS
+            // or retain the CONNACK ruled out, a string MQTT forbids), and the dispatcher would
+            // send it again after every reconnect without counting an attempt.
             Pending p{std::move(done), qos};
-            complete(p,
-                     PublishResult::rejected_with(0x95,
-                                                  "packet too large: the server accepts at most " +
-                                                      std::to_string(too_large) + " bytes",
-                                                  true));
+            complete(p, *refusal);
             return;
         }
         if (seq == 0) {
@@ -724,6 +767,7 @@ struct MqttBroker::Impl {
     static const char* ack_name(int qos) { return qos == 2 ? "PUBREC" : "PUBACK"; }
 
     void on_publish_success(const mqtt::token& tok) {
+        CallbackScope scope(*this);
         const std::uint64_t seq = seq_of(tok);
         const auto qos = qos_of(seq);
         if (!qos) {
@@ -740,6 +784,7 @@ struct MqttBroker::Impl {
     }
 
     void on_publish_failure(const mqtt::token& tok) {
+        CallbackScope scope(*this);
         const std::uint64_t seq = seq_of(tok);
         const auto qos = qos_of(seq);
         if (!qos) {
@@ -765,14 +810,18 @@ struct MqttBroker::Impl {
     std::uint64_t next_seq = 0;
     std::atomic<bool> up{false};
     bool lost_while_down = false;
-    std::string current_server;                  // the URI of the current (or last) connection
-    std::size_t receive_maximum = kMaxInflight;  // from the CONNACK (MQTT 5)
-    std::size_t maximum_packet_size = 0;         // from the CONNACK (MQTT 5); 0 = none
-    std::size_t in_flight = 0;                   // QoS 1/2 publishes handed to paho
-    std::deque<Held> held;                       // QoS 1/2 publishes waiting for a slot
+    std::string current_server;  // the URI of the current (or last) connection
+    ServerLimits limits;         // from the CONNACK of the current connection
+    std::size_t in_flight = 0;   // QoS 1/2 publishes handed to paho
+    std::deque<Held> held;       // QoS 1/2 publishes waiting for a slot
 
     std::mutex handler_mutex;
     std::shared_ptr<ConnectionHandler> handler;
+
+    // paho threads inside our entry points (CallbackScope), and how disconnect() waits them out.
+    std::atomic<int> callbacks_running{0};
+    std::mutex callback_mutex;
+    std::condition_variable callbacks_idle;
 
     // Guards the `client` pointer against the receive thread's sends (finish() -> send_all()).
     // Replaced only by connect() and the destructor, on the caller's thread.
@@ -780,6 +829,8 @@ struct MqttBroker::Impl {
     // Last member: destroyed first (the destructor destroys it explicitly anyway).
     std::unique_ptr<Client> client;
 };
+
+thread_local const MqttBroker::Impl* MqttBroker::Impl::inside_callback = nullptr;
 
 void MqttBroker::Impl::PublishListener::on_success(const mqtt::token& tok) {
     impl_.on_publish_success(tok);

@@ -2,6 +2,7 @@
 #include <string>
 #include <string_view>
 
+#include "../core/mqtt_text.hpp"
 #include "outpost/error.hpp"
 #include "outpost/mqtt_broker.hpp"
 
@@ -15,45 +16,15 @@ constexpr std::size_t kMaxMqttString = 65535;
     throw InvalidConfig("MqttOptions." + field + ": " + why);
 }
 
-// Structural UTF-8 check (lead and continuation bytes, no NUL): enough to catch a binary string
-// before paho refuses it later with a less helpful message.
-bool plain_utf8(std::string_view s) {
-    std::size_t i = 0;
-    while (i < s.size()) {
-        const auto c = static_cast<unsigned char>(s[i]);
-        std::size_t len = 0;
-        if (c == 0) {
-            return false;
-        } else if (c < 0x80) {
-            len = 1;
-        } else if (c >= 0xC2 && c <= 0xDF) {
-            len = 2;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            len = 3;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            len = 4;
-        } else {
-            return false;
-        }
-        if (i + len > s.size()) {
-            return false;
-        }
-        for (std::size_t k = 1; k < len; ++k) {
-            if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) {
-                return false;
-            }
-        }
-        i += len;
-    }
-    return true;
-}
-
+// A string sent in CONNECT (client id, user name, will topic) or in every PUBLISH (the id
+// property's name): what MQTT forbids there makes every connect, or every publish, fail, so it is
+// a configuration error.
 void check_mqtt_string(const std::string& field, const std::string& value) {
     if (value.size() > kMaxMqttString) {
         invalid(field, "longer than 65,535 bytes");
     }
-    if (!plain_utf8(value)) {
-        invalid(field, "not valid UTF-8 (or contains NUL)");
+    if (const auto fault = detail::find_text_fault(value, detail::TextRules::mqtt)) {
+        invalid(field, detail::describe(fault));
     }
 }
 

@@ -1,7 +1,9 @@
 #include "reason_codes.hpp"
 
 #include <cstdio>
+#include <string_view>
 
+#include "../core/mqtt_text.hpp"
 #include "outpost/mqtt_broker.hpp"
 
 namespace outpost {
@@ -293,6 +295,80 @@ std::size_t publish_packet_size(const Record& record, bool mqtt5, const std::str
         remaining += varint_size(props) + props;
     }
     return 1 + varint_size(remaining) + remaining;
+}
+
+namespace {
+
+// Empty when `s` is a string MQTT carries under `rules`, else the end of a sentence saying why.
+std::string string_fault(std::string_view s, detail::TextRules rules) {
+    if (s.size() > 65535) {
+        return "is " + std::to_string(s.size()) + " bytes long; MQTT allows at most 65535";
+    }
+    if (const auto fault = detail::find_text_fault(s, rules)) {
+        return detail::describe(fault);
+    }
+    return {};
+}
+
+PublishResult refused(int code, const std::string& why) {
+    return PublishResult::rejected_with(code,
+                                        std::string(mqtt_reason_name(code)) + ": " + why +
+                                            "; not sent (the server would close the connection)",
+                                        true);
+}
+
+}  // namespace
+
+std::optional<PublishResult> local_refusal(const Record& record, const ServerLimits& limits,
+                                           bool mqtt5, const std::string& id_property) {
+    const Message& m = record.message;
+    if (m.qos > limits.maximum_qos) {
+        return refused(0x9B, "QoS " + std::to_string(m.qos) + ", the server allows at most QoS " +
+                                 std::to_string(limits.maximum_qos) + " (CONNACK Maximum QoS)");
+    }
+    if (m.retain && !limits.retain_available) {
+        return refused(0x9A,
+                       "a retained message, the server has none (CONNACK Retain Available 0)");
+    }
+    if (m.topic.empty()) {
+        return refused(0x90, "the topic is empty");
+    }
+    if (auto why = string_fault(m.topic, detail::TextRules::mqtt_topic); !why.empty()) {
+        return refused(0x90, "the topic " + why);
+    }
+    if (mqtt5) {
+        for (std::size_t i = 0; i < m.headers.size(); ++i) {
+            const Header& h = m.headers[i];
+            const auto where = [&] { return "header " + std::to_string(i + 1); };
+            if (auto why = string_fault(h.name, detail::TextRules::mqtt); !why.empty()) {
+                return refused(0x81, where() + " name (a user property) " + why);
+            }
+            if (auto why = string_fault(h.value, detail::TextRules::mqtt); !why.empty()) {
+                return refused(0x81,
+                               where() + " ('" + h.name + "') value (a user property) " + why);
+            }
+        }
+        if (!id_property.empty()) {
+            if (auto why = string_fault(record.uid, detail::TextRules::mqtt); !why.empty()) {
+                return refused(0x81, "the uid (user property " + id_property + ") " + why);
+            }
+        }
+        if (m.content_type) {
+            if (auto why = string_fault(*m.content_type, detail::TextRules::mqtt); !why.empty()) {
+                return refused(0x81, "the content type " + why);
+            }
+        }
+    }
+    if (limits.maximum_packet_size != 0) {
+        if (publish_packet_size(record, mqtt5, id_property) > limits.maximum_packet_size) {
+            return PublishResult::rejected_with(0x95,
+                                                "packet too large: the server accepts at most " +
+                                                    std::to_string(limits.maximum_packet_size) +
+                                                    " bytes",
+                                                true);
+        }
+    }
+    return std::nullopt;
 }
 
 }  // namespace mqtt_detail

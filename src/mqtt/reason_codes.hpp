@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <optional>
 #include <string>
 
 #include "outpost/broker.hpp"
@@ -37,5 +38,29 @@ PublishResult publish_failure(int paho_rc, const std::string& paho_message,
 // The size in bytes of the PUBLISH packet MqttBroker sends for `record` (MQTT 5 adds the
 // properties), to compare with the server's maximum packet size.
 std::size_t publish_packet_size(const Record& record, bool mqtt5, const std::string& id_property);
+
+// What a server's CONNACK announced. MQTT 3.1.1 announces none of it: the defaults stand.
+struct ServerLimits {
+    std::size_t receive_maximum = 65535;  // MQTT 5 Receive Maximum (absent: 65,535)
+    std::size_t maximum_packet_size = 0;  // MQTT 5 Maximum Packet Size; 0 = none announced
+    int maximum_qos = 2;                  // MQTT 5 Maximum QoS (absent: 2)
+    bool retain_available = true;         // MQTT 5 Retain Available (absent: 1)
+};
+
+// Why `record` must not be sent to a server with `limits`, or nullopt when it may go. Each of
+// these is a PUBLISH the server answers by closing the connection (MQTT 5 sections 3.3.1.2,
+// 3.3.1.3, 3.3.2.1, 1.5.4; mosquitto 2.0 does so), which the dispatcher would see as a lost
+// connection, never an attempt, and send again after every reconnect. The result is a permanent
+// rejection with the reason code the server would have given:
+// - QoS above Maximum QoS: 0x9B qos not supported;
+// - retain while Retain Available is 0: 0x9A retain not supported;
+// - a topic that is empty, longer than 65,535 bytes, has a wildcard, is not well-formed UTF-8
+//   or holds a code point MQTT forbids (detail::TextRules::mqtt_topic): 0x90 topic name invalid;
+// - MQTT 5 only (3.1.1 sends no properties): a user property (a header, or the id property
+//   `id_property` = record.uid) or the content type breaking the same string rules:
+//   0x81 malformed packet, what the server's DISCONNECT would say;
+// - a packet larger than the Maximum Packet Size: 0x95 packet too large.
+std::optional<PublishResult> local_refusal(const Record& record, const ServerLimits& limits,
+                                           bool mqtt5, const std::string& id_property);
 
 }  // namespace outpost::mqtt_detail

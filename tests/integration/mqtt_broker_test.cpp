@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -13,6 +14,7 @@
 #include <mutex>
 #include <numeric>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "connection_log.hpp"
@@ -445,6 +447,178 @@ TEST(MqttBroker, PacketLargerThanTheServerAcceptsIsRejectedLocally) {
     EXPECT_TRUE(broker.connected()) << "sending it would have cost the connection";
 }
 
+// 20 good QoS 1 records after the bad ones, ids from `first`: they all arrive, on the same
+// connection.
+void publish_good(MqttBroker& broker, Results& results, std::int64_t first) {
+    for (std::int64_t id = first; id < first + 20; ++id) {
+        broker.publish(make_record(id, "good/" + std::to_string(id), "ok"),
+                       results.callback_for(id));
+    }
+}
+
+// mosquitto 2.0 closes the connection of a client that publishes above the listener's max_qos
+// or with retain while retain_available is false. Its MQTT 5 CONNACK says so (Maximum QoS 1,
+// Retain Available 0): MqttBroker refuses such a record itself, permanently, and the connection
+// (and every publish behind the record) lives on.
+TEST(MqttBroker, QosAndRetainTheConnackRulesOutAreRejectedLocally) {
+    MosquittoOptions mo;
+    mo.extra_config = "max_qos 1\nretain_available false\n";
+    Mosquitto mosq(mo);
+    Subscriber sub(mosq.uri(), "good/#", 1, 5);
+    Results results;
+    ConnectionLog log;
+    MqttBroker broker(options_for(mosq.uri()));
+    broker.set_connection_handler(log.handler());
+    broker.connect(5s);
+    ASSERT_TRUE(log.wait_for(true, 1s));
+
+    broker.publish(make_record(1, "bad/qos2", "q", 2), results.callback_for(1));
+    Record retained = make_record(2, "bad/retained", "r", 1);
+    retained.message.retain = true;
+    broker.publish(retained, results.callback_for(2));
+    publish_good(broker, results, 3);
+    ASSERT_TRUE(results.wait_for(22, 10s)) << results.size() << "\n" << mosq.log();
+
+    const auto qos = results.get(1);
+    EXPECT_EQ(qos.status, PublishResult::Status::rejected);
+    EXPECT_TRUE(qos.permanent);
+    EXPECT_EQ(qos.reason_code, 0x9B);
+    EXPECT_EQ(qos.reason,
+              "qos not supported: QoS 2, the server allows at most QoS 1 (CONNACK Maximum QoS); "
+              "not sent (the server would close the connection)");
+    const auto retain = results.get(2);
+    EXPECT_EQ(retain.status, PublishResult::Status::rejected);
+    EXPECT_TRUE(retain.permanent);
+    EXPECT_EQ(retain.reason_code, 0x9A);
+    EXPECT_NE(retain.reason.find("retain not supported"), std::string::npos) << retain.reason;
+    EXPECT_NE(retain.reason.find("Retain Available 0"), std::string::npos) << retain.reason;
+    EXPECT_EQ(results.count(PublishResult::Status::delivered), 20u);
+    ASSERT_TRUE(sub.wait_for_count(20, 5s)) << sub.count();
+
+    EXPECT_TRUE(broker.connected());
+    EXPECT_EQ(log.size(), 1u) << "the connection was lost (and the subscriber saw no will)";
+    EXPECT_FALSE(mosq.log_contains("disconnected due to")) << mosq.log();
+
+    // QoS 1 and 0, and the same record without retain, still go.
+    broker.publish(make_record(30, "good/q1", "x", 1), results.callback_for(30));
+    broker.publish(make_record(31, "good/q0", "x", 0), results.callback_for(31));
+    ASSERT_TRUE(results.wait_for(24, 5s));
+    EXPECT_EQ(results.get(30).status, PublishResult::Status::delivered);
+    EXPECT_EQ(results.get(31).status, PublishResult::Status::delivered);
+}
+
+// Records that never went through add() (written by an older version, or into the file by
+// hand) can carry what MQTT forbids; mosquitto 2.0 drops the connection over each of these.
+TEST(MqttBroker, StringsMqttForbidsAreRejectedLocally) {
+    Mosquitto mosq;
+    Subscriber sub(mosq.uri(), "#", 1, 5);
+    Results results;
+    ConnectionLog log;
+    MqttBroker broker(options_for(mosq.uri()));
+    broker.set_connection_handler(log.handler());
+    broker.connect(5s);
+    ASSERT_TRUE(log.wait_for(true, 1s));
+
+    struct Bad {
+        Record record;
+        int code;
+        const char* reason;  // contained in the rejection's reason
+    };
+    std::vector<Bad> bad;
+    bad.push_back({make_record(1, "t/bad\tx", "tab"), 0x90,
+                   "topic name invalid: the topic contains the control character U+0009 at byte "
+                   "offset 5, which MQTT does not allow; not sent (the server would close the "
+                   "connection)"});
+    bad.push_back({make_record(2, "t/\xef\xbf\xbf", "U+FFFF"), 0x90,
+                   "the topic contains the noncharacter U+FFFF at byte offset 2"});
+    bad.push_back({make_record(3, "t/#", "wildcard"), 0x90, "contains the wildcard '#'"});
+    bad.push_back({make_record(4, "t/\xc3", "truncated"), 0x90, "the topic is not valid UTF-8"});
+    bad.push_back({make_record(5, "", "empty"), 0x90, "the topic is empty"});
+    Record newline = make_record(6, "t/ok", "newline in a header");
+    newline.message.headers = {{"note", "two\nlines"}};
+    bad.push_back({newline, 0x81,
+                   "malformed packet: header 1 ('note') value (a user property) contains the "
+                   "control character U+000A at byte offset 3"});
+    Record c1 = make_record(7, "t/ok", "C1 in a header name");
+    c1.message.headers = {{"a\xc2\x85", "v"}};
+    bad.push_back({c1, 0x81,
+                   "header 1 name (a user property) contains the control character "
+                   "U+0085 at byte offset 1"});
+    Record type = make_record(8, "t/ok", "DEL in the content type");
+    type.message.content_type = "text/plain\x7f";
+    bad.push_back({type, 0x81, "the content type contains the control character U+007F"});
+    Record uid = make_record(9, "t/ok", "newline in the uid");
+    uid.uid = "uid\r\n";
+    bad.push_back({uid, 0x81,
+                   "the uid (user property outpost-id) contains the control character "
+                   "U+000D at byte offset 3"});
+    for (const Bad& b : bad) {
+        broker.publish(b.record, results.callback_for(b.record.id));
+    }
+    publish_good(broker, results, 100);
+    ASSERT_TRUE(results.wait_for(bad.size() + 20, 10s)) << results.size() << "\n" << mosq.log();
+
+    for (const Bad& b : bad) {
+        const auto r = results.get(b.record.id);
+        EXPECT_EQ(r.status, PublishResult::Status::rejected) << b.record.id << ": " << r.reason;
+        EXPECT_TRUE(r.permanent) << b.record.id;
+        EXPECT_EQ(r.reason_code, b.code) << b.record.id << ": " << r.reason;
+        EXPECT_NE(r.reason.find(b.reason), std::string::npos)
+            << b.record.id << ": got '" << r.reason << "', expected it to contain '" << b.reason
+            << "'";
+    }
+    EXPECT_EQ(results.count(PublishResult::Status::delivered), 20u);
+    ASSERT_TRUE(sub.wait_for_count(20, 5s)) << sub.count();
+    EXPECT_EQ(sub.count(), 20u);
+    EXPECT_TRUE(broker.connected());
+    EXPECT_EQ(log.size(), 1u) << "the connection was lost";
+    EXPECT_FALSE(mosq.log_contains("disconnected due to")) << mosq.log();
+}
+
+// MQTT 3.1.1 sends no properties, so only the topic can cost the connection there; a header
+// MQTT 5 would refuse is simply not sent.
+TEST(MqttBroker, Mqtt311RefusesBadTopicsAndIgnoresHeaders) {
+    Mosquitto mosq;
+    Subscriber sub(mosq.uri(), "t/#", 1, 4);
+    Results results;
+    ConnectionLog log;
+    MqttBroker broker(options_for(mosq.uri(), MqttVersion::v3_1_1));
+    broker.set_connection_handler(log.handler());
+    broker.connect(5s);
+    ASSERT_TRUE(log.wait_for(true, 1s));
+    broker.publish(make_record(1, "t/bad\nx", "newline"), results.callback_for(1));
+    Record header = make_record(2, "t/header", "h");
+    header.message.headers = {{"note", "two\nlines"}};
+    broker.publish(header, results.callback_for(2));
+    ASSERT_TRUE(results.wait_for(2, 5s));
+    EXPECT_EQ(results.get(1).reason_code, 0x90) << results.get(1).reason;
+    EXPECT_TRUE(results.get(1).permanent);
+    EXPECT_EQ(results.get(2).status, PublishResult::Status::delivered) << results.get(2).reason;
+    ASSERT_TRUE(sub.wait_for_count(1, 5s));
+    EXPECT_EQ(sub.messages()[0].topic, "t/header");
+    EXPECT_TRUE(broker.connected());
+    EXPECT_EQ(log.size(), 1u);
+}
+
+// What the header says of MQTT 3.1.1: its CONNACK has no Maximum QoS, so MqttBroker cannot know
+// and the server drops the connection. Pinned here so nobody relies on the refusal without
+// MQTT 5.
+TEST(MqttBroker, Mqtt311CannotKnowTheServersMaximumQos) {
+    MosquittoOptions mo;
+    mo.extra_config = "max_qos 1\n";
+    Mosquitto mosq(mo);
+    Results results;
+    ConnectionLog log;
+    MqttBroker broker(options_for(mosq.uri(), MqttVersion::v3_1_1));
+    broker.set_connection_handler(log.handler());
+    broker.connect(5s);
+    broker.publish(make_record(1, "t/q2", "x", 2), results.callback_for(1));
+    ASSERT_TRUE(results.wait_for(1, 5s));
+    EXPECT_EQ(results.get(1).status, PublishResult::Status::connection_lost)
+        << results.get(1).reason;
+    ASSERT_TRUE(log.wait_for(false, 5s));
+}
+
 TEST(MqttBroker, LastWillIsPublishedOnUncleanLoss) {
     Mosquitto mosq;
     Subscriber sub(mosq.uri(), "status/#", 1, 5);
@@ -670,6 +844,41 @@ TEST(MqttBroker, DisconnectWaitsForAcknowledgementsThenReportsTheRest) {
     EXPECT_FALSE(broker.connected());
     ASSERT_TRUE(log.wait_for(false, 1s));
     broker.disconnect(1s);  // twice is fine
+}
+
+// After a lost connection, paho's thread completes the outstanding publishes and tells the
+// connection handler, after it marked the connection down. disconnect() must not return while
+// that still runs: the Dispatcher's stop() calls disconnect() and then frees what the callbacks
+// point to (issue 10, "a paho thread may still be inside the dispatcher during teardown").
+TEST(MqttBroker, DisconnectWaitsOutCallbacksStillRunningAfterALoss) {
+    Mosquitto mosq;
+    std::atomic<bool> in_handler{false};
+    std::atomic<bool> handler_finished{false};
+    MqttBroker broker(options_for(mosq.uri()));
+    broker.set_connection_handler([&](bool up, const std::string&) {
+        if (!up) {
+            in_handler = true;
+            std::this_thread::sleep_for(300ms);  // a slow handler: the window made wide
+            handler_finished = true;
+        }
+    });
+    broker.connect(5s);
+    ::kill(mosq.pid(), SIGSTOP);  // no PUBACK from now on: everything stays outstanding
+    Results results;
+    constexpr int kTotal = 12;  // 8 handed to paho, 4 held back by MqttBroker
+    for (int i = 1; i <= kTotal; ++i) {
+        broker.publish(make_record(i, "t/x", "x"), results.callback_for(i));
+    }
+    mosq.kill();  // the socket closes under paho: its thread reports the loss
+    ASSERT_TRUE(eventually([&] { return in_handler.load(); }, 5s));
+
+    broker.disconnect(1s);
+    EXPECT_TRUE(handler_finished) << "disconnect() returned while the connection handler ran";
+    EXPECT_EQ(results.size(), static_cast<std::size_t>(kTotal));
+    EXPECT_EQ(results.count(PublishResult::Status::connection_lost),
+              static_cast<std::size_t>(kTotal));
+    // Before the fix the check above failed: wait, so that nothing the handler uses goes first.
+    EXPECT_TRUE(eventually([&] { return handler_finished.load(); }, 5s));
 }
 
 TEST(MqttBroker, ManyPublishesFlowWithoutPahoBufferLimit) {

@@ -94,9 +94,30 @@ TEST(MqttOptions, EachRuleNamesItsField) {
         expect_invalid(o, "id_property");
     }
     {
+        // Sent in every PUBLISH: a name MQTT forbids would cost every publish.
+        MqttOptions o = valid();
+        o.id_property = "id\n";
+        expect_invalid(o, "id_property: contains the control character U+000A at byte offset 2");
+    }
+    {
+        MqttOptions o = valid();
+        o.client_id = "device\x7f";
+        expect_invalid(o, "client_id: contains the control character U+007F");
+    }
+    {
+        MqttOptions o = valid();
+        o.username = "alice\xef\xbf\xbe";
+        expect_invalid(o, "username: contains the noncharacter U+FFFE");
+    }
+    {
         MqttOptions o = valid();
         o.will = MqttWill{"", "bye", 1, false};
         expect_invalid(o, "will.topic");
+    }
+    {
+        MqttOptions o = valid();
+        o.will = MqttWill{"devices/1/\tstatus", "bye", 1, false};
+        expect_invalid(o, "will.topic: contains the control character U+0009");
     }
     {
         MqttOptions o = valid();
@@ -173,6 +194,65 @@ TEST(MqttReasonCodes, TlsVerificationFailureIsNotTransient) {
     EXPECT_NE(verify.reason.find("certificate verify failed"), std::string::npos);
     EXPECT_TRUE(classify_connect_error(-1, "TCP/TLS connect failure", "").transient);
     EXPECT_FALSE(classify_connect_error(-14, "bad protocol", "").transient);
+}
+
+TEST(MqttReasonCodes, LocalRefusalFollowsTheConnackAndTheStringRules) {
+    using mqtt_detail::local_refusal;
+    using mqtt_detail::ServerLimits;
+    Record r;
+    r.uid = "0190c0de-0000-7000-8000-000000000001";
+    r.message = Message::text("t/ok", "x");
+    r.message.qos = 2;
+    r.message.retain = true;
+    r.message.headers = {{"unit", "°C"}};
+    const ServerLimits any;  // what a 3.1.1 CONNACK, or an MQTT 5 one that says nothing, leaves
+    EXPECT_FALSE(local_refusal(r, any, true, "outpost-id"));
+    EXPECT_FALSE(local_refusal(r, any, false, "outpost-id"));
+
+    ServerLimits qos1;
+    qos1.maximum_qos = 1;
+    const auto qos = local_refusal(r, qos1, true, "outpost-id");
+    ASSERT_TRUE(qos);
+    EXPECT_EQ(qos->status, PublishResult::Status::rejected);
+    EXPECT_TRUE(qos->permanent);
+    EXPECT_EQ(qos->reason_code, 0x9B);
+    r.message.qos = 1;
+    EXPECT_FALSE(local_refusal(r, qos1, true, "outpost-id"));
+    ServerLimits qos0;
+    qos0.maximum_qos = 0;
+    EXPECT_EQ(local_refusal(r, qos0, true, "outpost-id")->reason_code, 0x9B);
+
+    ServerLimits no_retain;
+    no_retain.retain_available = false;
+    EXPECT_EQ(local_refusal(r, no_retain, true, "outpost-id")->reason_code, 0x9A);
+    r.message.retain = false;
+    EXPECT_FALSE(local_refusal(r, no_retain, true, "outpost-id"));
+
+    Record topic = r;
+    topic.message.topic = "t/\xc2\x9f";  // U+009F, the last C1 control
+    EXPECT_EQ(local_refusal(topic, any, false, "")->reason_code, 0x90);
+    topic.message.topic = "t/\xc2\xa0";  // U+00A0, allowed
+    EXPECT_FALSE(local_refusal(topic, any, false, ""));
+    topic.message.topic.assign(65536, 'a');
+    EXPECT_EQ(local_refusal(topic, any, false, "")->reason_code, 0x90);
+
+    // Properties exist on MQTT 5 only; with no id property the uid is not sent either.
+    Record props = r;
+    props.message.headers = {{"unit", "\xef\xb7\x90"}};  // U+FDD0
+    EXPECT_EQ(local_refusal(props, any, true, "outpost-id")->reason_code, 0x81);
+    EXPECT_FALSE(local_refusal(props, any, false, "outpost-id"));
+    props.message.headers.clear();
+    props.uid = "bad\x01";
+    EXPECT_EQ(local_refusal(props, any, true, "outpost-id")->reason_code, 0x81);
+    EXPECT_FALSE(local_refusal(props, any, true, ""));
+
+    ServerLimits small;
+    small.maximum_packet_size = 20;
+    r.message.payload.resize(100);
+    const auto big = local_refusal(r, small, true, "outpost-id");
+    ASSERT_TRUE(big);
+    EXPECT_EQ(big->reason_code, 0x95);
+    EXPECT_EQ(big->reason, "packet too large: the server accepts at most 20 bytes");
 }
 
 TEST(MqttReasonCodes, Names) {
