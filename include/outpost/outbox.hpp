@@ -77,9 +77,13 @@ class Outbox {
     Outbox& operator=(const Outbox&) = delete;
 
     // Validates then inserts `message` as a pending record; returns its id. One prepared insert,
-    // nothing else (at the quota: a count, and with drop_oldest the removals). Throws
-    // InvalidMessage (nothing stored, the app's transaction still usable), OutboxFull, or
-    // StorageError.
+    // nothing else (with a quota, at a limit or every quota_refresh: a count, and with
+    // drop_oldest the removals). The count comes after the insert, under a savepoint that undoes
+    // the insert when the quota refuses it: add() never reads before it writes, so as the first
+    // statement of a deferred transaction it cannot turn that transaction into a reader that a
+    // commit by another connection (the dispatcher's) would make fail with SQLITE_BUSY_SNAPSHOT.
+    // Throws InvalidMessage (nothing stored, the app's transaction still usable), OutboxFull
+    // (likewise), or StorageError.
     std::int64_t add(const Message& message);
 
     // Moves a dead record back to pending with attempts reset. Throws NotFound when `id` is not

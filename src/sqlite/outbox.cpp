@@ -127,39 +127,48 @@ struct Outbox::Impl {
         }
     }
 
-    // At the quota with refuse: throws OutboxFull. With drop_oldest: what must go first (nothing
-    // while there is room). Counts exactly only when the estimates (the last count plus this
-    // process's adds since) say a limit is reached, or every quota_refresh.
-    Excess check_quota(std::uint64_t payload) {
+    // A payload larger than the whole byte quota can never fit: refused before anything else.
+    void refuse_oversized(std::uint64_t payload) const {
         if (options.max_pending_bytes != 0 && payload > options.max_pending_bytes) {
             throw OutboxFull("the payload (" + std::to_string(payload) +
                              " bytes) is larger than the whole quota (max_pending_bytes = " +
                              std::to_string(options.max_pending_bytes) + "); nothing was stored");
         }
-        const auto now = clock.now();
-        if (!quota_known || now - quota_checked_at >= options.quota_refresh ||
-            over_quota(payload)) {
-            count_pending();
-            quota_checked_at = now;
-            quota_known = true;
-        }
-        if (!over_quota(payload)) {
-            return {};
-        }
-        if (options.when_full == WhenFull::refuse) {
-            const bool by_records =
-                options.max_pending != 0 && pending_estimate + 1 > options.max_pending;
-            throw OutboxFull(
-                by_records
-                    ? "the outbox holds " + std::to_string(pending_estimate) +
-                          " pending records, the configured maximum (max_pending = " +
-                          std::to_string(options.max_pending) + "); nothing was stored"
-                    : "the outbox holds " + std::to_string(pending_bytes_estimate) +
-                          " bytes of pending payload; this one (" + std::to_string(payload) +
-                          " bytes) would pass max_pending_bytes = " +
-                          std::to_string(options.max_pending_bytes) + "; nothing was stored");
-        }
-        // Down to 1% below each limit that is passed, so the adds after this one need no count.
+    }
+
+    // Whether this add() counts the pending records: when the estimates (the last count plus
+    // this process's adds since) say a limit is reached, or every quota_refresh.
+    bool count_due(std::uint64_t payload, Clock::time_point now) const {
+        return !quota_known || now - quota_checked_at >= options.quota_refresh ||
+               over_quota(payload);
+    }
+
+    // Counts the pending records right after this add()'s own insert (so the count never reads
+    // before the app's transaction has written: see add()) and sets the estimates to the totals
+    // before it.
+    void count_after_insert(std::uint64_t payload, Clock::time_point now) {
+        count_pending();
+        pending_estimate -= std::min<std::uint64_t>(1, pending_estimate);
+        pending_bytes_estimate -= std::min(payload, pending_bytes_estimate);
+        quota_checked_at = now;
+        quota_known = true;
+    }
+
+    std::string refusal(std::uint64_t payload) const {
+        const bool by_records =
+            options.max_pending != 0 && pending_estimate + 1 > options.max_pending;
+        return by_records ? "the outbox holds " + std::to_string(pending_estimate) +
+                                " pending records, the configured maximum (max_pending = " +
+                                std::to_string(options.max_pending) + "); nothing was stored"
+                          : "the outbox holds " + std::to_string(pending_bytes_estimate) +
+                                " bytes of pending payload; this one (" + std::to_string(payload) +
+                                " bytes) would pass max_pending_bytes = " +
+                                std::to_string(options.max_pending_bytes) + "; nothing was stored";
+    }
+
+    // What drop_oldest must remove so that an add of `payload` fits: down to 1% below each
+    // limit that is passed, so the adds after this one need no count.
+    Excess excess(std::uint64_t payload) const {
         Excess e;
         if (options.max_pending != 0 && pending_estimate + 1 > options.max_pending) {
             const std::uint64_t step = std::max<std::uint64_t>(1, options.max_pending / 100);
@@ -173,17 +182,18 @@ struct Outbox::Impl {
         return e;
     }
 
-    // Removes pending records, lowest priority first, oldest first within it, until `e.records`
-    // records and `e.bytes` payload bytes are gone (or nothing is pending), and adds them to the
-    // dropped count. The caller holds a savepoint around this and the insert.
-    void drop_oldest(const Excess& e) {
+    // Removes pending records older than `added` (the record this add() just inserted), lowest
+    // priority first, oldest first within it, until `e.records` records and `e.bytes` payload
+    // bytes are gone (or nothing else is pending), and adds them to the dropped count. The
+    // caller holds a savepoint around the insert and this.
+    void drop_oldest(const Excess& e, std::int64_t added) {
         if (!drop) {
             lowest_priority = std::make_unique<SQLite::Statement>(
-                db, "SELECT min(priority) FROM outpost_records WHERE state = 0");
+                db, "SELECT min(priority) FROM outpost_records WHERE state = 0 AND id < ?1");
             drop = std::make_unique<SQLite::Statement>(
                 db,
                 "DELETE FROM outpost_records WHERE id IN (SELECT id FROM outpost_records "
-                "WHERE state = 0 AND priority = ?1 ORDER BY id LIMIT ?2) "
+                "WHERE state = 0 AND priority = ?1 AND id < ?3 ORDER BY id LIMIT ?2) "
                 "RETURNING length(payload)");
             count_dropped = std::make_unique<SQLite::Statement>(
                 db,
@@ -192,6 +202,8 @@ struct Outbox::Impl {
                 "SET value = CAST(value AS INTEGER) + CAST(excluded.value AS INTEGER)");
         }
         std::uint64_t records = 0, bytes = 0;
+        lowest_priority->bind(1, added);
+        drop->bind(3, added);
         while (records < e.records || bytes < e.bytes) {
             const bool any = lowest_priority->executeStep() && !lowest_priority->isColumnNull(0);
             const int priority = any ? lowest_priority->getColumn(0).getInt() : 0;
@@ -277,15 +289,26 @@ Outbox::~Outbox() {
 std::int64_t Outbox::add(const Message& m) {
     validate(m, impl_->options);
     Impl& s = *impl_;
+    const std::uint64_t payload = m.payload.size();
+    // With a quota, an add() that counts writes first and counts after, under a savepoint that
+    // undoes its insert (and any removals) when the count says no. Counting first would make a
+    // deferred transaction a reader before its first write: a commit by another connection in
+    // between (the dispatcher's lease renewal) would then fail the insert at once with
+    // SQLITE_BUSY_SNAPSHOT, which no busy timeout can help, and spoil the app's transaction.
+    // After the insert the transaction holds the write lock, so the count is exact.
+    bool counting = false;
+    Clock::time_point checked{};
+    if (s.has_quota()) {
+        s.refuse_oversized(payload);
+        checked = s.clock.now();
+        counting = s.count_due(payload, checked);
+    }
     bool savepoint = false;
     try {
-        if (s.has_quota()) {
-            if (const Impl::Excess excess = s.check_quota(m.payload.size()); excess.any()) {
-                // The removals and the insert stand or fall together, also in autocommit.
-                s.db.exec("SAVEPOINT outpost_add");
-                savepoint = true;
-                s.drop_oldest(excess);
-            }
+        if (counting) {
+            // The insert and what the count decides stand or fall together, also in autocommit.
+            s.db.exec("SAVEPOINT outpost_add");
+            savepoint = true;
         }
         const std::int64_t now = s.clock.wall_ms();
         make_uid(now, s.rng, s.uid);
@@ -324,8 +347,8 @@ std::int64_t Outbox::add(const Message& m) {
             q.bind(11);
         }
         // Before the step: without an open transaction the step itself commits, and the WAL
-        // hook that wakes the dispatcher runs inside it. (A failed insert leaves the flag set:
-        // one spurious wake-up, harmless.)
+        // hook that wakes the dispatcher runs inside it. (A failed or refused insert leaves the
+        // flag set: one spurious wake-up, harmless.)
         s.dirty = true;
         const int rc = q.tryExecuteStep();
         q.reset();
@@ -333,11 +356,21 @@ std::int64_t Outbox::add(const Message& m) {
             throw SQLite::Exception(s.db.getHandle(), rc);
         }
         const std::int64_t id = s.db.getLastInsertRowid();
-        if (savepoint) {
+        if (counting) {
+            s.count_after_insert(payload, checked);
+            if (s.over_quota(payload)) {
+                if (s.options.when_full == WhenFull::refuse) {
+                    std::string why = s.refusal(payload);
+                    s.db.exec("ROLLBACK TO outpost_add");
+                    s.db.exec("RELEASE outpost_add");
+                    throw OutboxFull(why);
+                }
+                s.drop_oldest(s.excess(payload), id);
+            }
             s.db.exec("RELEASE outpost_add");
         }
         ++s.pending_estimate;
-        s.pending_bytes_estimate += m.payload.size();
+        s.pending_bytes_estimate += payload;
         return id;
     } catch (const SQLite::Exception& e) {
         s.reset_statements();
@@ -347,7 +380,7 @@ std::int64_t Outbox::add(const Message& m) {
                 s.db.exec("RELEASE outpost_add");
             } catch (const SQLite::Exception&) {
             }
-            s.quota_known = false;  // the removals were undone: count again next time
+            s.quota_known = false;  // the insert and removals were undone: count again next time
         }
         detail::rethrow_sqlite(e, "adding a message to the outbox");
     }
