@@ -9,6 +9,7 @@
 #include <random>
 
 #include "outpost/error.hpp"
+#include "queries.hpp"
 #include "schema.hpp"
 #include "wake_registry.hpp"
 
@@ -114,14 +115,12 @@ struct Outbox::Impl {
 
     void count_pending() {
         if (options.max_pending_bytes != 0) {
-            SQLite::Statement q(db,
-                                "SELECT count(*), total(length(payload)) FROM outpost_records "
-                                "WHERE state = 0");
+            SQLite::Statement q(db, detail::sql::kCountPendingAndBytes);
             q.executeStep();
             pending_estimate = static_cast<std::uint64_t>(q.getColumn(0).getInt64());
             pending_bytes_estimate = static_cast<std::uint64_t>(q.getColumn(1).getDouble());
         } else {
-            SQLite::Statement q(db, "SELECT count(*) FROM outpost_records WHERE state = 0");
+            SQLite::Statement q(db, detail::sql::kCountPending);
             q.executeStep();
             pending_estimate = static_cast<std::uint64_t>(q.getColumn(0).getInt64());
         }
@@ -188,13 +187,9 @@ struct Outbox::Impl {
     // caller holds a savepoint around the insert and this.
     void drop_oldest(const Excess& e, std::int64_t added) {
         if (!drop) {
-            lowest_priority = std::make_unique<SQLite::Statement>(
-                db, "SELECT min(priority) FROM outpost_records WHERE state = 0 AND id < ?1");
-            drop = std::make_unique<SQLite::Statement>(
-                db,
-                "DELETE FROM outpost_records WHERE id IN (SELECT id FROM outpost_records "
-                "WHERE state = 0 AND priority = ?1 AND id < ?3 ORDER BY id LIMIT ?2) "
-                "RETURNING length(payload)");
+            lowest_priority =
+                std::make_unique<SQLite::Statement>(db, detail::sql::kLowestPendingPriority);
+            drop = std::make_unique<SQLite::Statement>(db, detail::sql::kDropOldest);
             count_dropped = std::make_unique<SQLite::Statement>(
                 db,
                 "INSERT INTO outpost_meta (name, value) VALUES ('dropped', ?1) "
@@ -388,9 +383,7 @@ std::int64_t Outbox::add(const Message& m) {
 
 void Outbox::requeue(std::int64_t id) {
     try {
-        SQLite::Statement q(impl_->db,
-                            "UPDATE outpost_records SET state = 0, attempts = 0, "
-                            "next_attempt_at = 0, done_at = NULL WHERE id = ? AND state = 2");
+        SQLite::Statement q(impl_->db, detail::sql::kRequeue);
         q.bind(1, id);
         impl_->dirty = true;  // before: an autocommit exec runs the WAL hook (see add())
         impl_->requeued = true;
@@ -406,9 +399,7 @@ std::size_t Outbox::requeue_all_dead() {
     try {
         impl_->dirty = true;  // before: an autocommit exec runs the WAL hook (see add())
         impl_->requeued = true;
-        const int n = impl_->db.exec(
-            "UPDATE outpost_records SET state = 0, attempts = 0, next_attempt_at = 0, "
-            "done_at = NULL WHERE state = 2");
+        const int n = impl_->db.exec(detail::sql::kRequeueAllDead);
         return static_cast<std::size_t>(n);
     } catch (const SQLite::Exception& e) {
         detail::rethrow_sqlite(e, "requeueing dead records");

@@ -10,6 +10,7 @@
 
 #include "outpost/error.hpp"
 #include "outpost/outbox.hpp"
+#include "queries.hpp"
 #include "schema.hpp"
 #include "wake_registry.hpp"
 
@@ -68,7 +69,7 @@ struct SqliteStore::Impl {
                        "WHERE id = ?1 AND state = 0"),
           load(db, std::string("SELECT ") + detail::kRecordColumns +
                        " FROM outpost_records WHERE id = ? AND state = 0"),
-          exists_pending(db, "SELECT EXISTS (SELECT 1 FROM outpost_records WHERE state = 0)"),
+          exists_pending(db, detail::sql::kExistsPending),
           data_version(db, "PRAGMA data_version") {}
 
     // Runs in the member-initialiser list before the first statement that names outpost tables
@@ -265,9 +266,7 @@ bool SqliteStore::has_pending() {
 std::optional<std::int64_t> SqliteStore::next_expiry() {
     try {
         // min() over the partial expiry index: one index seek.
-        SQLite::Statement q(impl_->db,
-                            "SELECT min(expires_at) FROM outpost_records "
-                            "WHERE state = 0 AND expires_at IS NOT NULL");
+        SQLite::Statement q(impl_->db, detail::sql::kNextExpiry);
         if (q.executeStep() && !q.getColumn(0).isNull()) {
             return q.getColumn(0).getInt64();
         }
@@ -280,11 +279,7 @@ std::optional<std::int64_t> SqliteStore::next_expiry() {
 std::vector<std::int64_t> SqliteStore::expire_due(std::int64_t now_ms) {
     std::vector<std::int64_t> ids;
     try {
-        SQLite::Statement q(impl_->db,
-                            "UPDATE outpost_records SET state = 3, done_at = ?1, "
-                            "last_error = 'ttl passed before delivery' "
-                            "WHERE state = 0 AND expires_at IS NOT NULL AND expires_at <= ?1 "
-                            "RETURNING id");
+        SQLite::Statement q(impl_->db, detail::sql::kExpireDue);
         q.bind(1, now_ms);
         detail::ImmediateTransaction tx(impl_->db);
         while (q.executeStep()) {
@@ -300,9 +295,7 @@ std::vector<std::int64_t> SqliteStore::expire_due(std::int64_t now_ms) {
 
 std::size_t SqliteStore::clamp_retry_times(std::int64_t now_ms, std::int64_t horizon_ms) {
     try {
-        SQLite::Statement q(impl_->db,
-                            "UPDATE outpost_records SET next_attempt_at = ?1 "
-                            "WHERE state = 0 AND next_attempt_at > ?1 + ?2");
+        SQLite::Statement q(impl_->db, detail::sql::kClampRetryTimes);
         q.bind(1, now_ms);
         q.bind(2, horizon_ms);
         return static_cast<std::size_t>(q.exec());
@@ -313,8 +306,9 @@ std::size_t SqliteStore::clamp_retry_times(std::int64_t now_ms, std::int64_t hor
 
 std::size_t SqliteStore::purge_delivered(std::int64_t before_ms) {
     try {
-        SQLite::Statement q(impl_->db,
-                            "DELETE FROM outpost_records WHERE state = 1 AND done_at < ?");
+        // Through the partial index on done records (queries.hpp): a seek, not a scan of the
+        // whole table under the write lock.
+        SQLite::Statement q(impl_->db, detail::sql::kPurgeDelivered);
         q.bind(1, before_ms);
         return static_cast<std::size_t>(q.exec());
     } catch (const SQLite::Exception& e) {
