@@ -65,7 +65,13 @@ void validate(const Message& message, const OutboxOptions& options = {});
 // user_version), switches a rollback-journal database to WAL and sets a busy timeout when the
 // connection has none. Construct it outside a transaction. It also installs a WAL hook on the
 // connection, to wake this process's dispatcher right after each commit that added records; the
-// hook runs SQLite's usual auto-checkpoint (1000 pages), so an app must not install its own.
+// hook runs the auto-checkpoint, so an app must not install its own. The checkpoint comes every
+// 1/32 of the file system's size (16 to 1,000 pages: SQLite's usual 1,000 on a partition of
+// 128 MB or more), journal_size_limit is set to that size when the app set none, and a new,
+// empty file gets auto_vacuum = INCREMENTAL (so the store can return the space of delivered
+// records to a partition that ran short; README, "Disk space"). When a checkpoint cannot grow
+// the file for want of space, add() throws StorageError (code SQLITE_FULL, transient) before
+// writing anything until statvfs shows room again, so the space left stays for the dispatcher.
 class Outbox {
   public:
     // Throws SchemaError when the file is not a SQLite database or holds a newer outpost schema

@@ -11,6 +11,7 @@
 #include "outpost/error.hpp"
 #include "queries.hpp"
 #include "schema.hpp"
+#include "space.hpp"
 #include "wake_registry.hpp"
 
 namespace outpost {
@@ -76,6 +77,11 @@ struct Outbox::Impl {
     std::uint64_t pending_bytes_estimate = 0;
     Clock::time_point quota_checked_at{};
     bool quota_known = false;
+    // Disk space (space.hpp): checkpoint every `wal_limit` pages; `disk_full` is set when a
+    // checkpoint failed for want of space, and add() then refuses until space is back.
+    int wal_limit = kAutoCheckpointPages;
+    std::uint64_t wal_limit_bytes = 0;
+    bool disk_full = false;
     // WhenFull::drop_oldest, prepared on first use.
     std::unique_ptr<SQLite::Statement> lowest_priority, drop, count_dropped;
 
@@ -85,16 +91,52 @@ struct Outbox::Impl {
     // The WAL hook: runs after every commit on the app's connection, outside the write lock.
     static int on_wal_commit(void* arg, sqlite3* handle, const char* schema, int pages) {
         auto* self = static_cast<Impl*>(arg);
+        if (pages >= self->wal_limit) {
+            // What sqlite3_wal_autocheckpoint() would have done, at a limit sized to the file
+            // system; a busy checkpoint is fine. Before the wake-up below: a dispatcher woken
+            // first would read during the checkpoint, which then stops at the frame that reader
+            // started from, and the WAL, never fully checkpointed, could not start over and grew
+            // with every commit. One that cannot grow the database file means the disk is full:
+            // add() then refuses new messages (before writing anything) so what space is left
+            // stays for the dispatcher, which frees it.
+            //
+            // A WAL four times over the limit could not start over (a reader that began before
+            // a checkpoint finished still used it when the next write came): then a TRUNCATE
+            // checkpoint waits (the busy timeout, in practice the length of one short read) for
+            // the readers to move to the main file, and cuts the WAL to nothing.
+            const int mode = pages >= 4 * self->wal_limit ? SQLITE_CHECKPOINT_TRUNCATE
+                                                          : SQLITE_CHECKPOINT_PASSIVE;
+            const int rc = sqlite3_wal_checkpoint_v2(handle, schema, mode, nullptr, nullptr);
+            if ((rc & 0xff) == SQLITE_FULL) {
+                self->disk_full = true;
+            }
+        }
         if (self->dirty) {
             self->dirty = false;
             detail::notify_wakers(self->path, self->requeued);
             self->requeued = false;
         }
-        if (pages >= kAutoCheckpointPages) {
-            // What sqlite3_wal_autocheckpoint() would have done; a busy checkpoint is fine.
-            sqlite3_wal_checkpoint_v2(handle, schema, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
-        }
         return SQLITE_OK;
+    }
+
+    // While the disk is full (see on_wal_commit): refuses, unless statvfs says there is room
+    // for a WAL's worth of pages again (the dispatcher delivered and returned space, or someone
+    // deleted files).
+    void refuse_while_disk_full() {
+        if (!disk_full) {
+            return;
+        }
+        const detail::DiskSpace d = detail::disk_space(path);
+        if (d.known && d.free >= 2 * wal_limit_bytes) {
+            disk_full = false;
+            return;
+        }
+        throw StorageError("adding a message to the outbox: the disk is full (" +
+                               std::to_string(d.free) +
+                               " bytes free; the last checkpoint "
+                               "could not grow the database file); nothing was stored, and "
+                               "the dispatcher can still deliver and free space",
+                           true, SQLITE_FULL);
     }
 
     // What must go before an add() fits: records and payload bytes (0 and 0 while it fits).
@@ -255,12 +297,32 @@ Outbox::Outbox(SQLite::Database& db, OutboxOptions options, const Clock& clock)
     // Reads first: a file that is not SQLite, or holds a newer schema, is refused before any
     // write (journal mode, busy timeout, tables) touches it.
     detail::check_schema(db);
+    const char* file = sqlite3_db_filename(db.getHandle(), "main");
+    impl_->path = file != nullptr ? file : "";
     try {
         if (detail::pragma_value(db, "busy_timeout") == "0") {
             db.exec("PRAGMA busy_timeout = " + std::to_string(impl_->options.busy_timeout.count()));
         }
+        // A brand-new file (no page yet, so nothing of the app's): incremental auto-vacuum, so
+        // the store can give the space of delivered records back to a partition that ran
+        // short. It must be chosen before the first table is created.
+        if (detail::pragma_value(db, "page_count") == "0" &&
+            detail::pragma_value(db, "auto_vacuum") == "0") {
+            db.exec("PRAGMA auto_vacuum = INCREMENTAL");
+        }
         if (detail::pragma_value(db, "journal_mode") == "delete") {
             db.exec("PRAGMA journal_mode = WAL");
+        }
+        const detail::DiskSpace space = detail::disk_space(impl_->path);
+        if (!impl_->path.empty() && space.known) {
+            const int page = std::stoi(detail::pragma_value(db, "page_size"));
+            impl_->wal_limit = detail::wal_limit_pages(space.total, page);
+            impl_->wal_limit_bytes = static_cast<std::uint64_t>(impl_->wal_limit) * page;
+            // A WAL that grew past the limit (a long reader held checkpoints back) is cut back
+            // to it after its next reset, unless the app chose a limit of its own.
+            if (detail::pragma_value(db, "journal_size_limit") == "-1") {
+                db.exec("PRAGMA journal_size_limit = " + std::to_string(impl_->wal_limit_bytes));
+            }
         }
     } catch (const SQLite::Exception& e) {
         detail::rethrow_sqlite(e, "configuring the app's connection");
@@ -271,8 +333,6 @@ Outbox::Outbox(SQLite::Database& db, OutboxOptions options, const Clock& clock)
     } catch (const SQLite::Exception& e) {
         detail::rethrow_sqlite(e, "preparing the outbox insert");
     }
-    const char* file = sqlite3_db_filename(db.getHandle(), "main");
-    impl_->path = file != nullptr ? file : "";
     sqlite3_wal_hook(db.getHandle(), &Impl::on_wal_commit, impl_.get());
 }
 
@@ -284,6 +344,7 @@ Outbox::~Outbox() {
 std::int64_t Outbox::add(const Message& m) {
     validate(m, impl_->options);
     Impl& s = *impl_;
+    s.refuse_while_disk_full();
     const std::uint64_t payload = m.payload.size();
     // With a quota, an add() that counts writes first and counts after, under a savepoint that
     // undoes its insert (and any removals) when the count says no. Counting first would make a
