@@ -14,7 +14,9 @@ struct SqliteStoreOptions {
     std::chrono::milliseconds busy_timeout{5000};
     // PRAGMA synchronous for the store's own writes (marks, deletes). NORMAL by default: under
     // WAL a mark lost to power loss means a duplicate delivery, never a lost message.
-    // One of "OFF", "NORMAL", "FULL", "EXTRA".
+    // One of "NORMAL", "FULL", "EXTRA". "OFF" is refused (InvalidConfig): this connection also
+    // checkpoints the WAL, and an unsynced checkpoint followed by a WAL reset could lose the
+    // app's own synchronous=FULL commits at a power cut.
     std::string synchronous = "NORMAL";
 };
 

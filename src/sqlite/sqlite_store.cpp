@@ -269,10 +269,16 @@ struct SqliteStore::Impl {
 };
 
 SqliteStore::SqliteStore(const std::string& path, SqliteStoreOptions options) {
-    static const char* const kModes[] = {"OFF", "NORMAL", "FULL", "EXTRA"};
+    static const char* const kModes[] = {"NORMAL", "FULL", "EXTRA"};
+    if (options.synchronous == "OFF") {
+        throw InvalidConfig(
+            "SqliteStoreOptions::synchronous = OFF is refused: the store's connection also "
+            "checkpoints the WAL, and a checkpoint without fsync followed by a WAL reset can "
+            "lose the app's synchronous=FULL commits at a power cut; use NORMAL (the default)");
+    }
     if (std::find(std::begin(kModes), std::end(kModes), options.synchronous) == std::end(kModes)) {
         throw InvalidConfig("SqliteStoreOptions::synchronous is '" + options.synchronous +
-                            "'; use OFF, NORMAL, FULL or EXTRA");
+                            "'; use NORMAL, FULL or EXTRA");
     }
     try {
         impl_ = std::make_unique<Impl>(path, options);

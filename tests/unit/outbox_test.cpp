@@ -476,3 +476,19 @@ TEST_F(OutboxTest, QuotaNeverTurnsTheAppsTransactionIntoAStaleReader) {
         EXPECT_EQ(q.box.counts().dropped, 4u);
     }
 }
+
+// Issue 10, "worth a look": with synchronous = OFF the store's connection would checkpoint
+// without fsync, and the WAL reset after it could lose the app's FULL commits at a power cut.
+TEST_F(OutboxTest, StoreRefusesSynchronousOffNamingWhy) {
+    SqliteStoreOptions o;
+    o.synchronous = "OFF";
+    try {
+        SqliteStore s(path_, o);
+        FAIL() << "synchronous = OFF was accepted";
+    } catch (const InvalidConfig& e) {
+        EXPECT_NE(std::string(e.what()).find("synchronous = OFF"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("checkpoint"), std::string::npos) << e.what();
+    }
+    o.synchronous = "FULL";
+    EXPECT_NO_THROW(SqliteStore(path_, o));
+}
