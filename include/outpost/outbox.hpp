@@ -65,7 +65,13 @@ void validate(const Message& message, const OutboxOptions& options = {});
 // user_version), switches a rollback-journal database to WAL and sets a busy timeout when the
 // connection has none. Construct it outside a transaction. It also installs a WAL hook on the
 // connection, to wake this process's dispatcher right after each commit that added records; the
-// hook runs SQLite's usual auto-checkpoint (1000 pages), so an app must not install its own.
+// hook runs the auto-checkpoint, so an app must not install its own. The checkpoint comes every
+// 1/32 of the file system's size (16 to 1,000 pages: SQLite's usual 1,000 on a partition of
+// 128 MB or more), journal_size_limit is set to that size when the app set none, and a new,
+// empty file gets auto_vacuum = INCREMENTAL (so the store can return the space of delivered
+// records to a partition that ran short; README, "Disk space"). When a checkpoint cannot grow
+// the file for want of space, add() throws StorageError (code SQLITE_FULL, transient) before
+// writing anything until statvfs shows room again, so the space left stays for the dispatcher.
 class Outbox {
   public:
     // Throws SchemaError when the file is not a SQLite database or holds a newer outpost schema
@@ -77,9 +83,13 @@ class Outbox {
     Outbox& operator=(const Outbox&) = delete;
 
     // Validates then inserts `message` as a pending record; returns its id. One prepared insert,
-    // nothing else (at the quota: a count, and with drop_oldest the removals). Throws
-    // InvalidMessage (nothing stored, the app's transaction still usable), OutboxFull, or
-    // StorageError.
+    // nothing else (with a quota, at a limit or every quota_refresh: a count, and with
+    // drop_oldest the removals). The count comes after the insert, under a savepoint that undoes
+    // the insert when the quota refuses it: add() never reads before it writes, so as the first
+    // statement of a deferred transaction it cannot turn that transaction into a reader that a
+    // commit by another connection (the dispatcher's) would make fail with SQLITE_BUSY_SNAPSHOT.
+    // Throws InvalidMessage (nothing stored, the app's transaction still usable), OutboxFull
+    // (likewise), or StorageError.
     std::int64_t add(const Message& message);
 
     // Moves a dead record back to pending with attempts reset. Throws NotFound when `id` is not

@@ -14,12 +14,20 @@ struct SqliteStoreOptions {
     std::chrono::milliseconds busy_timeout{5000};
     // PRAGMA synchronous for the store's own writes (marks, deletes). NORMAL by default: under
     // WAL a mark lost to power loss means a duplicate delivery, never a lost message.
-    // One of "OFF", "NORMAL", "FULL", "EXTRA".
+    // One of "NORMAL", "FULL", "EXTRA". "OFF" is refused (InvalidConfig): this connection also
+    // checkpoints the WAL, and an unsynced checkpoint followed by a WAL reset could lose the
+    // app's own synchronous=FULL commits at a power cut.
     std::string synchronous = "NORMAL";
 };
 
 // Opens `path` (which must already hold the outpost schema: an Outbox creates it) in WAL mode.
 // Throws SchemaError when the file is not SQLite, has no outpost tables or a newer schema.
+//
+// Disk space (README, "Disk space"): keeps a reserve file `<path>-outpost-reserve` (twice the
+// WAL limit plus 64 KiB) that it deletes when one of its writes fails with SQLITE_FULL (then it
+// checkpoints and tries that write once more) and makes again once there is room; while space
+// is short it gives the pages of removed records back to the file system (incremental vacuum,
+// on a file with auto_vacuum = INCREMENTAL) and truncates the WAL.
 class SqliteStore final : public Store {
   public:
     explicit SqliteStore(const std::string& path, SqliteStoreOptions options = {});

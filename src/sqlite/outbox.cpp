@@ -9,7 +9,9 @@
 #include <random>
 
 #include "outpost/error.hpp"
+#include "queries.hpp"
 #include "schema.hpp"
+#include "space.hpp"
 #include "wake_registry.hpp"
 
 namespace outpost {
@@ -75,6 +77,11 @@ struct Outbox::Impl {
     std::uint64_t pending_bytes_estimate = 0;
     Clock::time_point quota_checked_at{};
     bool quota_known = false;
+    // Disk space (space.hpp): checkpoint every `wal_limit` pages; `disk_full` is set when a
+    // checkpoint failed for want of space, and add() then refuses until space is back.
+    int wal_limit = kAutoCheckpointPages;
+    std::uint64_t wal_limit_bytes = 0;
+    bool disk_full = false;
     // WhenFull::drop_oldest, prepared on first use.
     std::unique_ptr<SQLite::Statement> lowest_priority, drop, count_dropped;
 
@@ -84,16 +91,52 @@ struct Outbox::Impl {
     // The WAL hook: runs after every commit on the app's connection, outside the write lock.
     static int on_wal_commit(void* arg, sqlite3* handle, const char* schema, int pages) {
         auto* self = static_cast<Impl*>(arg);
+        if (pages >= self->wal_limit) {
+            // What sqlite3_wal_autocheckpoint() would have done, at a limit sized to the file
+            // system; a busy checkpoint is fine. Before the wake-up below: a dispatcher woken
+            // first would read during the checkpoint, which then stops at the frame that reader
+            // started from, and the WAL, never fully checkpointed, could not start over and grew
+            // with every commit. One that cannot grow the database file means the disk is full:
+            // add() then refuses new messages (before writing anything) so what space is left
+            // stays for the dispatcher, which frees it.
+            //
+            // A WAL four times over the limit could not start over (a reader that began before
+            // a checkpoint finished still used it when the next write came): then a TRUNCATE
+            // checkpoint waits (the busy timeout, in practice the length of one short read) for
+            // the readers to move to the main file, and cuts the WAL to nothing.
+            const int mode = pages >= 4 * self->wal_limit ? SQLITE_CHECKPOINT_TRUNCATE
+                                                          : SQLITE_CHECKPOINT_PASSIVE;
+            const int rc = sqlite3_wal_checkpoint_v2(handle, schema, mode, nullptr, nullptr);
+            if ((rc & 0xff) == SQLITE_FULL) {
+                self->disk_full = true;
+            }
+        }
         if (self->dirty) {
             self->dirty = false;
             detail::notify_wakers(self->path, self->requeued);
             self->requeued = false;
         }
-        if (pages >= kAutoCheckpointPages) {
-            // What sqlite3_wal_autocheckpoint() would have done; a busy checkpoint is fine.
-            sqlite3_wal_checkpoint_v2(handle, schema, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
-        }
         return SQLITE_OK;
+    }
+
+    // While the disk is full (see on_wal_commit): refuses, unless statvfs says there is room
+    // for a WAL's worth of pages again (the dispatcher delivered and returned space, or someone
+    // deleted files).
+    void refuse_while_disk_full() {
+        if (!disk_full) {
+            return;
+        }
+        const detail::DiskSpace d = detail::disk_space(path);
+        if (d.known && d.free >= 2 * wal_limit_bytes) {
+            disk_full = false;
+            return;
+        }
+        throw StorageError("adding a message to the outbox: the disk is full (" +
+                               std::to_string(d.free) +
+                               " bytes free; the last checkpoint "
+                               "could not grow the database file); nothing was stored, and "
+                               "the dispatcher can still deliver and free space",
+                           true, SQLITE_FULL);
     }
 
     // What must go before an add() fits: records and payload bytes (0 and 0 while it fits).
@@ -114,52 +157,59 @@ struct Outbox::Impl {
 
     void count_pending() {
         if (options.max_pending_bytes != 0) {
-            SQLite::Statement q(db,
-                                "SELECT count(*), total(length(payload)) FROM outpost_records "
-                                "WHERE state = 0");
+            SQLite::Statement q(db, detail::sql::kCountPendingAndBytes);
             q.executeStep();
             pending_estimate = static_cast<std::uint64_t>(q.getColumn(0).getInt64());
             pending_bytes_estimate = static_cast<std::uint64_t>(q.getColumn(1).getDouble());
         } else {
-            SQLite::Statement q(db, "SELECT count(*) FROM outpost_records WHERE state = 0");
+            SQLite::Statement q(db, detail::sql::kCountPending);
             q.executeStep();
             pending_estimate = static_cast<std::uint64_t>(q.getColumn(0).getInt64());
         }
     }
 
-    // At the quota with refuse: throws OutboxFull. With drop_oldest: what must go first (nothing
-    // while there is room). Counts exactly only when the estimates (the last count plus this
-    // process's adds since) say a limit is reached, or every quota_refresh.
-    Excess check_quota(std::uint64_t payload) {
+    // A payload larger than the whole byte quota can never fit: refused before anything else.
+    void refuse_oversized(std::uint64_t payload) const {
         if (options.max_pending_bytes != 0 && payload > options.max_pending_bytes) {
             throw OutboxFull("the payload (" + std::to_string(payload) +
                              " bytes) is larger than the whole quota (max_pending_bytes = " +
                              std::to_string(options.max_pending_bytes) + "); nothing was stored");
         }
-        const auto now = clock.now();
-        if (!quota_known || now - quota_checked_at >= options.quota_refresh ||
-            over_quota(payload)) {
-            count_pending();
-            quota_checked_at = now;
-            quota_known = true;
-        }
-        if (!over_quota(payload)) {
-            return {};
-        }
-        if (options.when_full == WhenFull::refuse) {
-            const bool by_records =
-                options.max_pending != 0 && pending_estimate + 1 > options.max_pending;
-            throw OutboxFull(
-                by_records
-                    ? "the outbox holds " + std::to_string(pending_estimate) +
-                          " pending records, the configured maximum (max_pending = " +
-                          std::to_string(options.max_pending) + "); nothing was stored"
-                    : "the outbox holds " + std::to_string(pending_bytes_estimate) +
-                          " bytes of pending payload; this one (" + std::to_string(payload) +
-                          " bytes) would pass max_pending_bytes = " +
-                          std::to_string(options.max_pending_bytes) + "; nothing was stored");
-        }
-        // Down to 1% below each limit that is passed, so the adds after this one need no count.
+    }
+
+    // Whether this add() counts the pending records: when the estimates (the last count plus
+    // this process's adds since) say a limit is reached, or every quota_refresh.
+    bool count_due(std::uint64_t payload, Clock::time_point now) const {
+        return !quota_known || now - quota_checked_at >= options.quota_refresh ||
+               over_quota(payload);
+    }
+
+    // Counts the pending records right after this add()'s own insert (so the count never reads
+    // before the app's transaction has written: see add()) and sets the estimates to the totals
+    // before it.
+    void count_after_insert(std::uint64_t payload, Clock::time_point now) {
+        count_pending();
+        pending_estimate -= std::min<std::uint64_t>(1, pending_estimate);
+        pending_bytes_estimate -= std::min(payload, pending_bytes_estimate);
+        quota_checked_at = now;
+        quota_known = true;
+    }
+
+    std::string refusal(std::uint64_t payload) const {
+        const bool by_records =
+            options.max_pending != 0 && pending_estimate + 1 > options.max_pending;
+        return by_records ? "the outbox holds " + std::to_string(pending_estimate) +
+                                " pending records, the configured maximum (max_pending = " +
+                                std::to_string(options.max_pending) + "); nothing was stored"
+                          : "the outbox holds " + std::to_string(pending_bytes_estimate) +
+                                " bytes of pending payload; this one (" + std::to_string(payload) +
+                                " bytes) would pass max_pending_bytes = " +
+                                std::to_string(options.max_pending_bytes) + "; nothing was stored";
+    }
+
+    // What drop_oldest must remove so that an add of `payload` fits: down to 1% below each
+    // limit that is passed, so the adds after this one need no count.
+    Excess excess(std::uint64_t payload) const {
         Excess e;
         if (options.max_pending != 0 && pending_estimate + 1 > options.max_pending) {
             const std::uint64_t step = std::max<std::uint64_t>(1, options.max_pending / 100);
@@ -173,18 +223,15 @@ struct Outbox::Impl {
         return e;
     }
 
-    // Removes pending records, lowest priority first, oldest first within it, until `e.records`
-    // records and `e.bytes` payload bytes are gone (or nothing is pending), and adds them to the
-    // dropped count. The caller holds a savepoint around this and the insert.
-    void drop_oldest(const Excess& e) {
+    // Removes pending records older than `added` (the record this add() just inserted), lowest
+    // priority first, oldest first within it, until `e.records` records and `e.bytes` payload
+    // bytes are gone (or nothing else is pending), and adds them to the dropped count. The
+    // caller holds a savepoint around the insert and this.
+    void drop_oldest(const Excess& e, std::int64_t added) {
         if (!drop) {
-            lowest_priority = std::make_unique<SQLite::Statement>(
-                db, "SELECT min(priority) FROM outpost_records WHERE state = 0");
-            drop = std::make_unique<SQLite::Statement>(
-                db,
-                "DELETE FROM outpost_records WHERE id IN (SELECT id FROM outpost_records "
-                "WHERE state = 0 AND priority = ?1 ORDER BY id LIMIT ?2) "
-                "RETURNING length(payload)");
+            lowest_priority =
+                std::make_unique<SQLite::Statement>(db, detail::sql::kLowestPendingPriority);
+            drop = std::make_unique<SQLite::Statement>(db, detail::sql::kDropOldest);
             count_dropped = std::make_unique<SQLite::Statement>(
                 db,
                 "INSERT INTO outpost_meta (name, value) VALUES ('dropped', ?1) "
@@ -192,6 +239,8 @@ struct Outbox::Impl {
                 "SET value = CAST(value AS INTEGER) + CAST(excluded.value AS INTEGER)");
         }
         std::uint64_t records = 0, bytes = 0;
+        lowest_priority->bind(1, added);
+        drop->bind(3, added);
         while (records < e.records || bytes < e.bytes) {
             const bool any = lowest_priority->executeStep() && !lowest_priority->isColumnNull(0);
             const int priority = any ? lowest_priority->getColumn(0).getInt() : 0;
@@ -248,12 +297,32 @@ Outbox::Outbox(SQLite::Database& db, OutboxOptions options, const Clock& clock)
     // Reads first: a file that is not SQLite, or holds a newer schema, is refused before any
     // write (journal mode, busy timeout, tables) touches it.
     detail::check_schema(db);
+    const char* file = sqlite3_db_filename(db.getHandle(), "main");
+    impl_->path = file != nullptr ? file : "";
     try {
         if (detail::pragma_value(db, "busy_timeout") == "0") {
             db.exec("PRAGMA busy_timeout = " + std::to_string(impl_->options.busy_timeout.count()));
         }
+        // A brand-new file (no page yet, so nothing of the app's): incremental auto-vacuum, so
+        // the store can give the space of delivered records back to a partition that ran
+        // short. It must be chosen before the first table is created.
+        if (detail::pragma_value(db, "page_count") == "0" &&
+            detail::pragma_value(db, "auto_vacuum") == "0") {
+            db.exec("PRAGMA auto_vacuum = INCREMENTAL");
+        }
         if (detail::pragma_value(db, "journal_mode") == "delete") {
             db.exec("PRAGMA journal_mode = WAL");
+        }
+        const detail::DiskSpace space = detail::disk_space(impl_->path);
+        if (!impl_->path.empty() && space.known) {
+            const int page = std::stoi(detail::pragma_value(db, "page_size"));
+            impl_->wal_limit = detail::wal_limit_pages(space.total, page);
+            impl_->wal_limit_bytes = static_cast<std::uint64_t>(impl_->wal_limit) * page;
+            // A WAL that grew past the limit (a long reader held checkpoints back) is cut back
+            // to it after its next reset, unless the app chose a limit of its own.
+            if (detail::pragma_value(db, "journal_size_limit") == "-1") {
+                db.exec("PRAGMA journal_size_limit = " + std::to_string(impl_->wal_limit_bytes));
+            }
         }
     } catch (const SQLite::Exception& e) {
         detail::rethrow_sqlite(e, "configuring the app's connection");
@@ -264,8 +333,6 @@ Outbox::Outbox(SQLite::Database& db, OutboxOptions options, const Clock& clock)
     } catch (const SQLite::Exception& e) {
         detail::rethrow_sqlite(e, "preparing the outbox insert");
     }
-    const char* file = sqlite3_db_filename(db.getHandle(), "main");
-    impl_->path = file != nullptr ? file : "";
     sqlite3_wal_hook(db.getHandle(), &Impl::on_wal_commit, impl_.get());
 }
 
@@ -277,15 +344,27 @@ Outbox::~Outbox() {
 std::int64_t Outbox::add(const Message& m) {
     validate(m, impl_->options);
     Impl& s = *impl_;
+    s.refuse_while_disk_full();
+    const std::uint64_t payload = m.payload.size();
+    // With a quota, an add() that counts writes first and counts after, under a savepoint that
+    // undoes its insert (and any removals) when the count says no. Counting first would make a
+    // deferred transaction a reader before its first write: a commit by another connection in
+    // between (the dispatcher's lease renewal) would then fail the insert at once with
+    // SQLITE_BUSY_SNAPSHOT, which no busy timeout can help, and spoil the app's transaction.
+    // After the insert the transaction holds the write lock, so the count is exact.
+    bool counting = false;
+    Clock::time_point checked{};
+    if (s.has_quota()) {
+        s.refuse_oversized(payload);
+        checked = s.clock.now();
+        counting = s.count_due(payload, checked);
+    }
     bool savepoint = false;
     try {
-        if (s.has_quota()) {
-            if (const Impl::Excess excess = s.check_quota(m.payload.size()); excess.any()) {
-                // The removals and the insert stand or fall together, also in autocommit.
-                s.db.exec("SAVEPOINT outpost_add");
-                savepoint = true;
-                s.drop_oldest(excess);
-            }
+        if (counting) {
+            // The insert and what the count decides stand or fall together, also in autocommit.
+            s.db.exec("SAVEPOINT outpost_add");
+            savepoint = true;
         }
         const std::int64_t now = s.clock.wall_ms();
         make_uid(now, s.rng, s.uid);
@@ -324,8 +403,8 @@ std::int64_t Outbox::add(const Message& m) {
             q.bind(11);
         }
         // Before the step: without an open transaction the step itself commits, and the WAL
-        // hook that wakes the dispatcher runs inside it. (A failed insert leaves the flag set:
-        // one spurious wake-up, harmless.)
+        // hook that wakes the dispatcher runs inside it. (A failed or refused insert leaves the
+        // flag set: one spurious wake-up, harmless.)
         s.dirty = true;
         const int rc = q.tryExecuteStep();
         q.reset();
@@ -333,11 +412,21 @@ std::int64_t Outbox::add(const Message& m) {
             throw SQLite::Exception(s.db.getHandle(), rc);
         }
         const std::int64_t id = s.db.getLastInsertRowid();
-        if (savepoint) {
+        if (counting) {
+            s.count_after_insert(payload, checked);
+            if (s.over_quota(payload)) {
+                if (s.options.when_full == WhenFull::refuse) {
+                    std::string why = s.refusal(payload);
+                    s.db.exec("ROLLBACK TO outpost_add");
+                    s.db.exec("RELEASE outpost_add");
+                    throw OutboxFull(why);
+                }
+                s.drop_oldest(s.excess(payload), id);
+            }
             s.db.exec("RELEASE outpost_add");
         }
         ++s.pending_estimate;
-        s.pending_bytes_estimate += m.payload.size();
+        s.pending_bytes_estimate += payload;
         return id;
     } catch (const SQLite::Exception& e) {
         s.reset_statements();
@@ -347,7 +436,7 @@ std::int64_t Outbox::add(const Message& m) {
                 s.db.exec("RELEASE outpost_add");
             } catch (const SQLite::Exception&) {
             }
-            s.quota_known = false;  // the removals were undone: count again next time
+            s.quota_known = false;  // the insert and removals were undone: count again next time
         }
         detail::rethrow_sqlite(e, "adding a message to the outbox");
     }
@@ -355,9 +444,7 @@ std::int64_t Outbox::add(const Message& m) {
 
 void Outbox::requeue(std::int64_t id) {
     try {
-        SQLite::Statement q(impl_->db,
-                            "UPDATE outpost_records SET state = 0, attempts = 0, "
-                            "next_attempt_at = 0, done_at = NULL WHERE id = ? AND state = 2");
+        SQLite::Statement q(impl_->db, detail::sql::kRequeue);
         q.bind(1, id);
         impl_->dirty = true;  // before: an autocommit exec runs the WAL hook (see add())
         impl_->requeued = true;
@@ -373,9 +460,7 @@ std::size_t Outbox::requeue_all_dead() {
     try {
         impl_->dirty = true;  // before: an autocommit exec runs the WAL hook (see add())
         impl_->requeued = true;
-        const int n = impl_->db.exec(
-            "UPDATE outpost_records SET state = 0, attempts = 0, next_attempt_at = 0, "
-            "done_at = NULL WHERE state = 2");
+        const int n = impl_->db.exec(detail::sql::kRequeueAllDead);
         return static_cast<std::size_t>(n);
     } catch (const SQLite::Exception& e) {
         detail::rethrow_sqlite(e, "requeueing dead records");

@@ -5,12 +5,18 @@
 #include <signal.h>
 #include <sqlite3.h>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <filesystem>
 
 #include "outpost/error.hpp"
 #include "outpost/outbox.hpp"
+#include "queries.hpp"
 #include "schema.hpp"
+#include "space.hpp"
 #include "wake_registry.hpp"
 
 namespace outpost {
@@ -45,9 +51,22 @@ struct SqliteStore::Impl {
     std::string path;
     SQLite::Statement scan_first, scan_same_priority, scan_lower_priority;
     SQLite::Statement del, mark_delivered, mark_retry, mark_dead, mark_expired;
-    SQLite::Statement load, exists_pending, data_version;
+    SQLite::Statement load, exists_pending, data_version, freelist_count;
     SQLite::Statement head_of_key, arrivals, newest_id, requeues;
     std::uint64_t waker = 0;
+    // Disk space (space.hpp). Without a known file system size none of it applies.
+    bool space_rules = false;
+    bool incremental_vacuum = false;  // the file has auto_vacuum = INCREMENTAL
+    int busy_ms = 5000;
+    int page_size = 4096;
+    int wal_limit = 1000;
+    std::uint64_t wal_limit_bytes = 0;
+    std::string reserve;
+    std::uint64_t reserve_size = 0;
+    bool have_reserve = false;
+    bool space_short = false;  // the last look found space short: look after every write
+    std::chrono::steady_clock::time_point next_space_check{};
+    std::uint64_t fs_total = 0;
 
     Impl(const std::string& p, const SqliteStoreOptions& o)
         : db(open_existing(p)),
@@ -69,17 +88,40 @@ struct SqliteStore::Impl {
                        "WHERE id = ?1 AND state = 0"),
           load(db, std::string("SELECT ") + detail::kRecordColumns +
                        " FROM outpost_records WHERE id = ? AND state = 0"),
-          exists_pending(db, "SELECT EXISTS (SELECT 1 FROM outpost_records WHERE state = 0)"),
+          exists_pending(db, detail::sql::kExistsPending),
           data_version(db, "PRAGMA data_version"),
-          // The key index: a key's head in one seek, whatever its backlog.
-          head_of_key(db, kSelect + "AND msg_key = ?1 ORDER BY priority DESC, id LIMIT 1"),
-          // NOT INDEXED: a rowid range over what is new, never a walk of the dispatch index.
-          arrivals(db,
-                   "SELECT id, priority, msg_key, next_attempt_at, expires_at, attempts "
-                   "FROM outpost_records NOT INDEXED WHERE id > ?1 AND id <= ?2 AND state = 0 "
-                   "AND priority > ?3 ORDER BY id LIMIT ?4"),
+          freelist_count(db, "PRAGMA freelist_count"),
+          head_of_key(db, detail::sql::kKeyHead),
+          arrivals(db, detail::sql::kArrivals),
           newest_id(db, "SELECT seq FROM sqlite_sequence WHERE name = 'outpost_records'"),
-          requeues(db, "SELECT value FROM outpost_meta WHERE name = 'requeues'") {}
+          requeues(db, "SELECT value FROM outpost_meta WHERE name = 'requeues'") {
+        try {
+            setup_space(o);
+        } catch (const SQLite::Exception& e) {
+            detail::rethrow_sqlite(e, "configuring the store's connection");
+        }
+    }
+
+    // Disk space rules (space.hpp): in the constructor's body, once every member exists.
+    void setup_space(const SqliteStoreOptions& o) {
+        busy_ms = static_cast<int>(std::min<std::int64_t>(o.busy_timeout.count(), INT32_MAX));
+        const detail::DiskSpace space = detail::disk_space(path);
+        if (space.known) {
+            space_rules = true;
+            fs_total = space.total;
+            page_size = std::stoi(detail::pragma_value(db, "page_size"));
+            wal_limit = detail::wal_limit_pages(space.total, page_size);
+            wal_limit_bytes = static_cast<std::uint64_t>(wal_limit) * page_size;
+            sqlite3_wal_autocheckpoint(db.getHandle(), wal_limit);
+            db.exec("PRAGMA journal_size_limit = " + std::to_string(wal_limit_bytes));
+            incremental_vacuum = detail::pragma_value(db, "auto_vacuum") == "2";
+            reserve = detail::reserve_path(path);
+            reserve_size = detail::reserve_bytes(wal_limit_bytes);
+            std::error_code ec;
+            have_reserve = std::filesystem::file_size(reserve, ec) >= reserve_size && !ec;
+            maintain_space();
+        }
+    }
 
     // Runs in the member-initialiser list before the first statement that names outpost tables
     // is prepared, so a file without them gets a SchemaError, not "no such table".
@@ -104,6 +146,114 @@ struct SqliteStore::Impl {
         return sql;
     }
 
+    static bool disk_full(const SQLite::Exception& e) {
+        const int code = e.getExtendedErrorCode() > 0 ? e.getExtendedErrorCode() : e.getErrorCode();
+        return (code & 0xff) == SQLITE_FULL;
+    }
+
+    // Runs the write `f`. When it fails for want of space: frees the reserve, checkpoints (so
+    // the WAL can start over from its beginning instead of growing) and runs `f` once more; a
+    // second failure propagates. `f` must leave nothing behind when it throws (an
+    // ImmediateTransaction rolls back, statements are reset).
+    template <class F>
+    auto with_room(F&& f) -> decltype(f()) {
+        try {
+            return f();
+        } catch (const SQLite::Exception& e) {
+            if (!space_rules || !disk_full(e)) {
+                throw;
+            }
+        }
+        if (have_reserve) {
+            ::unlink(reserve.c_str());
+            have_reserve = false;
+        }
+        sqlite3_wal_checkpoint_v2(db.getHandle(), "main", SQLITE_CHECKPOINT_PASSIVE, nullptr,
+                                  nullptr);
+        space_short = true;
+        return f();
+    }
+
+    // After a successful write: while space is short (under a quarter of the file system free),
+    // or an eighth of the file system lies in free pages inside the file, gives freed pages back
+    // to the file system and truncates the WAL; makes the reserve again
+    // once there is room for it. Looks at statvfs once a second while space is plentiful (and
+    // then writes nothing more than before), after every write while it is short.
+    // Never throws: a failure here only postpones it.
+    void maintain_space() noexcept {
+        if (!space_rules) {
+            return;
+        }
+        const auto now = std::chrono::steady_clock::now();
+        if (have_reserve && !space_short && now < next_space_check && !much_unused()) {
+            return;
+        }
+        next_space_check = now + std::chrono::seconds(1);
+        try {
+            detail::DiskSpace d = detail::disk_space(path);
+            if (!d.known) {
+                return;
+            }
+            // Short: under a quarter of the file system free, or not enough for the reserve and
+            // two WALs. Then freed pages go back to the file system as they come.
+            const std::uint64_t room = reserve_size + 2 * wal_limit_bytes;
+            space_short = d.free < d.total / 4 || d.free < room;
+            // Chunk after chunk while pages can go back (each chunk's WAL must fit in what is
+            // free, so the chunks grow as space comes back), within a bound. Also when space is
+            // not short but an eighth of the file system lies unused inside the file (after a
+            // long backlog drained).
+            auto wanted = [&] { return space_short || much_unused(); };
+            for (int round = 0; round < 32 && wanted() && give_back_space(d.free); ++round) {
+                d = detail::disk_space(path);
+                space_short = d.free < d.total / 4 || d.free < room;
+            }
+            if (!have_reserve && d.free >= room) {
+                have_reserve = detail::make_reserve(reserve, reserve_size);
+            }
+        } catch (...) {
+        }
+    }
+
+    // True when an eighth of the file system (by its size when the store opened) lies in free
+    // pages inside the file and they can go back. One read of the header page.
+    bool much_unused() {
+        if (!incremental_vacuum) {
+            return false;
+        }
+        freelist_count.executeStep();
+        const auto pages = static_cast<std::uint64_t>(freelist_count.getColumn(0).getInt64());
+        freelist_count.reset();
+        return pages * static_cast<std::uint64_t>(page_size) >= fs_total / 8;
+    }
+
+    // Returns free pages at the end of the file to the file system (incremental vacuum, when the
+    // file allows it: a chunk that fits in the space left, so the WAL it writes fits too), then
+    // checkpoints with TRUNCATE, which shrinks both the main file and the WAL. Waits at most
+    // 100 ms for the app's writes: the next write tries again. True when free pages remain and
+    // this chunk went back (another chunk may follow).
+    bool give_back_space(std::uint64_t free_bytes) {
+        bool more = false;
+        if (incremental_vacuum) {
+            const auto freelist = std::stoll(detail::pragma_value(db, "freelist_count"));
+            if (freelist > 0) {
+                const std::int64_t chunk = std::max<std::int64_t>(
+                    wal_limit, static_cast<std::int64_t>(free_bytes / 4 / page_size));
+                try {
+                    db.exec("PRAGMA incremental_vacuum(" +
+                            std::to_string(std::min<std::int64_t>(freelist, chunk)) + ")");
+                    more = freelist > chunk;
+                } catch (const SQLite::Exception&) {
+                    // busy or full: the next write tries again
+                }
+            }
+        }
+        sqlite3_busy_timeout(db.getHandle(), 100);
+        const int rc = sqlite3_wal_checkpoint_v2(db.getHandle(), "main", SQLITE_CHECKPOINT_TRUNCATE,
+                                                 nullptr, nullptr);
+        sqlite3_busy_timeout(db.getHandle(), busy_ms);
+        return more && rc == SQLITE_OK;
+    }
+
     // Steps `q` to the end, appending rows; resets it.
     void collect(SQLite::Statement& q, std::vector<PendingRef>& out) {
         while (q.executeStep()) {
@@ -124,10 +274,16 @@ struct SqliteStore::Impl {
 };
 
 SqliteStore::SqliteStore(const std::string& path, SqliteStoreOptions options) {
-    static const char* const kModes[] = {"OFF", "NORMAL", "FULL", "EXTRA"};
+    static const char* const kModes[] = {"NORMAL", "FULL", "EXTRA"};
+    if (options.synchronous == "OFF") {
+        throw InvalidConfig(
+            "SqliteStoreOptions::synchronous = OFF is refused: the store's connection also "
+            "checkpoints the WAL, and a checkpoint without fsync followed by a WAL reset can "
+            "lose the app's synchronous=FULL commits at a power cut; use NORMAL (the default)");
+    }
     if (std::find(std::begin(kModes), std::end(kModes), options.synchronous) == std::end(kModes)) {
         throw InvalidConfig("SqliteStoreOptions::synchronous is '" + options.synchronous +
-                            "'; use OFF, NORMAL, FULL or EXTRA");
+                            "'; use NORMAL, FULL or EXTRA");
     }
     try {
         impl_ = std::make_unique<Impl>(path, options);
@@ -271,49 +427,57 @@ void SqliteStore::apply(const std::vector<Outcome>& outcomes, bool keep_delivere
         return;
     }
     Impl& s = *impl_;
-    try {
-        detail::ImmediateTransaction tx(s.db);
-        for (const Outcome& o : outcomes) {
-            SQLite::Statement* q = nullptr;
-            switch (o.kind) {
-                case Outcome::Kind::delivered:
-                    if (keep_delivered) {
-                        q = &s.mark_delivered;
-                        q->bind(2, o.at);
-                    } else {
-                        q = &s.del;
-                    }
-                    break;
-                case Outcome::Kind::retry:
-                    q = &s.mark_retry;
-                    q->bind(2, static_cast<std::int64_t>(o.attempts));
-                    q->bind(3, o.next_attempt_at);
-                    q->bind(4, o.error);
-                    break;
-                case Outcome::Kind::dead:
-                    q = &s.mark_dead;
-                    q->bind(2, static_cast<std::int64_t>(o.attempts));
-                    q->bind(3, o.error);
-                    q->bind(4, o.at);
-                    break;
-                case Outcome::Kind::expired:
-                    q = &s.mark_expired;
-                    q->bind(2, o.error);
-                    q->bind(3, o.at);
-                    break;
+    auto write = [&] {
+        try {
+            detail::ImmediateTransaction tx(s.db);
+            for (const Outcome& o : outcomes) {
+                SQLite::Statement* q = nullptr;
+                switch (o.kind) {
+                    case Outcome::Kind::delivered:
+                        if (keep_delivered) {
+                            q = &s.mark_delivered;
+                            q->bind(2, o.at);
+                        } else {
+                            q = &s.del;
+                        }
+                        break;
+                    case Outcome::Kind::retry:
+                        q = &s.mark_retry;
+                        q->bind(2, static_cast<std::int64_t>(o.attempts));
+                        q->bind(3, o.next_attempt_at);
+                        q->bind(4, o.error);
+                        break;
+                    case Outcome::Kind::dead:
+                        q = &s.mark_dead;
+                        q->bind(2, static_cast<std::int64_t>(o.attempts));
+                        q->bind(3, o.error);
+                        q->bind(4, o.at);
+                        break;
+                    case Outcome::Kind::expired:
+                        q = &s.mark_expired;
+                        q->bind(2, o.error);
+                        q->bind(3, o.at);
+                        break;
+                }
+                q->bind(1, o.id);
+                q->exec();
+                q->reset();
             }
-            q->bind(1, o.id);
-            q->exec();
-            q->reset();
+            tx.commit();
+        } catch (const SQLite::Exception&) {
+            for (SQLite::Statement* q :
+                 {&s.del, &s.mark_delivered, &s.mark_retry, &s.mark_dead, &s.mark_expired}) {
+                q->reset();
+            }
+            throw;
         }
-        tx.commit();
+    };
+    try {
+        s.with_room(write);
     } catch (const SQLite::Exception& e) {
-        for (SQLite::Statement* q :
-             {&s.del, &s.mark_delivered, &s.mark_retry, &s.mark_dead, &s.mark_expired}) {
-            q->reset();
-        }
         detail::rethrow_sqlite(e, "writing dispatch outcomes");
     }
+    s.maintain_space();
 }
 
 bool SqliteStore::has_pending() {
@@ -332,9 +496,7 @@ bool SqliteStore::has_pending() {
 std::optional<std::int64_t> SqliteStore::next_expiry() {
     try {
         // min() over the partial expiry index: one index seek.
-        SQLite::Statement q(impl_->db,
-                            "SELECT min(expires_at) FROM outpost_records "
-                            "WHERE state = 0 AND expires_at IS NOT NULL");
+        SQLite::Statement q(impl_->db, detail::sql::kNextExpiry);
         if (q.executeStep() && !q.getColumn(0).isNull()) {
             return q.getColumn(0).getInt64();
         }
@@ -346,6 +508,7 @@ std::optional<std::int64_t> SqliteStore::next_expiry() {
 
 std::vector<std::int64_t> SqliteStore::expire_due(std::int64_t now_ms,
                                                   const std::vector<std::int64_t>& in_flight) {
+    Impl& s = *impl_;
     std::vector<std::int64_t> ids;
     try {
         // The ids in flight as a JSON array: a window can pass SQLite's parameter limit.
@@ -358,33 +521,33 @@ std::vector<std::int64_t> SqliteStore::expire_due(std::int64_t now_ms,
             except.pop_back();
         }
         except += ']';
-        SQLite::Statement q(impl_->db,
-                            "UPDATE outpost_records SET state = 3, done_at = ?1, "
-                            "last_error = 'ttl passed before delivery' "
-                            "WHERE state = 0 AND expires_at IS NOT NULL AND expires_at <= ?1 "
-                            "AND id NOT IN (SELECT value FROM json_each(?2)) RETURNING id");
-        q.bind(1, now_ms);
-        q.bind(2, except);
-        detail::ImmediateTransaction tx(impl_->db);
-        while (q.executeStep()) {
-            ids.push_back(q.getColumn(0).getInt64());
-        }
-        q.reset();
-        tx.commit();
+        s.with_room([&] {
+            ids.clear();
+            SQLite::Statement q(s.db, detail::sql::kExpireDue);
+            q.bind(1, now_ms);
+            q.bind(2, except);
+            detail::ImmediateTransaction tx(s.db);
+            while (q.executeStep()) {
+                ids.push_back(q.getColumn(0).getInt64());
+            }
+            q.reset();
+            tx.commit();
+        });
     } catch (const SQLite::Exception& e) {
         detail::rethrow_sqlite(e, "expiring records");
     }
+    s.maintain_space();
     return ids;
 }
 
 std::size_t SqliteStore::clamp_retry_times(std::int64_t now_ms, std::int64_t horizon_ms) {
     try {
-        SQLite::Statement q(impl_->db,
-                            "UPDATE outpost_records SET next_attempt_at = ?1 "
-                            "WHERE state = 0 AND next_attempt_at > ?1 + ?2");
-        q.bind(1, now_ms);
-        q.bind(2, horizon_ms);
-        return static_cast<std::size_t>(q.exec());
+        return impl_->with_room([&] {
+            SQLite::Statement q(impl_->db, detail::sql::kClampRetryTimes);
+            q.bind(1, now_ms);
+            q.bind(2, horizon_ms);
+            return static_cast<std::size_t>(q.exec());
+        });
     } catch (const SQLite::Exception& e) {
         detail::rethrow_sqlite(e, "correcting retry times after a clock step");
     }
@@ -392,10 +555,15 @@ std::size_t SqliteStore::clamp_retry_times(std::int64_t now_ms, std::int64_t hor
 
 std::size_t SqliteStore::purge_delivered(std::int64_t before_ms) {
     try {
-        SQLite::Statement q(impl_->db,
-                            "DELETE FROM outpost_records WHERE state = 1 AND done_at < ?");
-        q.bind(1, before_ms);
-        return static_cast<std::size_t>(q.exec());
+        // Through the partial index on done records (queries.hpp): a seek, not a scan of the
+        // whole table under the write lock.
+        const std::size_t n = impl_->with_room([&] {
+            SQLite::Statement q(impl_->db, detail::sql::kPurgeDelivered);
+            q.bind(1, before_ms);
+            return static_cast<std::size_t>(q.exec());
+        });
+        impl_->maintain_space();
+        return n;
     } catch (const SQLite::Exception& e) {
         detail::rethrow_sqlite(e, "purging delivered records");
     }
@@ -416,41 +584,44 @@ std::int64_t SqliteStore::data_version() {
 
 void SqliteStore::acquire_lease(const LeaseInfo& mine) {
     try {
-        detail::ImmediateTransaction tx(impl_->db);
-        SQLite::Statement q(impl_->db,
-                            "SELECT owner, host, pid, started_at, heartbeat_at, expires_at "
-                            "FROM outpost_lease WHERE slot = 1");
-        if (q.executeStep()) {
-            LeaseInfo held{q.getColumn(0).getString(), q.getColumn(1).getString(),
-                           q.getColumn(2).getInt64(),  q.getColumn(3).getInt64(),
-                           q.getColumn(4).getInt64(),  q.getColumn(5).getInt64()};
-            const bool ours = held.owner == mine.owner;
-            const bool lapsed = held.expires_at <= mine.heartbeat_at;
-            // A holder on this host whose process is gone crashed: no need to wait for expiry.
-            const bool crashed =
-                held.host == mine.host && held.pid != mine.pid && !process_alive(held.pid);
-            if (!ours && !lapsed && !crashed) {
-                throw LeaseHeld("another dispatcher holds the outbox '" + impl_->path + "': pid " +
-                                std::to_string(held.pid) + " on " + held.host +
-                                ", last heartbeat " +
-                                std::to_string((mine.heartbeat_at - held.heartbeat_at) / 1000) +
-                                " s ago; its lease lapses in " +
-                                std::to_string((held.expires_at - mine.heartbeat_at + 999) / 1000) +
-                                " s unless renewed");
+        impl_->with_room([&] {
+            detail::ImmediateTransaction tx(impl_->db);
+            SQLite::Statement q(impl_->db,
+                                "SELECT owner, host, pid, started_at, heartbeat_at, expires_at "
+                                "FROM outpost_lease WHERE slot = 1");
+            if (q.executeStep()) {
+                LeaseInfo held{q.getColumn(0).getString(), q.getColumn(1).getString(),
+                               q.getColumn(2).getInt64(),  q.getColumn(3).getInt64(),
+                               q.getColumn(4).getInt64(),  q.getColumn(5).getInt64()};
+                const bool ours = held.owner == mine.owner;
+                const bool lapsed = held.expires_at <= mine.heartbeat_at;
+                // A holder on this host whose process is gone crashed: no need to wait for expiry.
+                const bool crashed =
+                    held.host == mine.host && held.pid != mine.pid && !process_alive(held.pid);
+                if (!ours && !lapsed && !crashed) {
+                    throw LeaseHeld(
+                        "another dispatcher holds the outbox '" + impl_->path + "': pid " +
+                        std::to_string(held.pid) + " on " + held.host + ", last heartbeat " +
+                        std::to_string((mine.heartbeat_at - held.heartbeat_at) / 1000) +
+                        " s ago; its lease lapses in " +
+                        std::to_string((held.expires_at - mine.heartbeat_at + 999) / 1000) +
+                        " s unless renewed");
+                }
             }
-        }
-        q.reset();
-        SQLite::Statement put(impl_->db,
-                              "INSERT OR REPLACE INTO outpost_lease (slot, owner, host, pid, "
-                              "started_at, heartbeat_at, expires_at) VALUES (1, ?, ?, ?, ?, ?, ?)");
-        put.bind(1, mine.owner);
-        put.bind(2, mine.host);
-        put.bind(3, mine.pid);
-        put.bind(4, mine.started_at);
-        put.bind(5, mine.heartbeat_at);
-        put.bind(6, mine.expires_at);
-        put.exec();
-        tx.commit();
+            q.reset();
+            SQLite::Statement put(
+                impl_->db,
+                "INSERT OR REPLACE INTO outpost_lease (slot, owner, host, pid, "
+                "started_at, heartbeat_at, expires_at) VALUES (1, ?, ?, ?, ?, ?, ?)");
+            put.bind(1, mine.owner);
+            put.bind(2, mine.host);
+            put.bind(3, mine.pid);
+            put.bind(4, mine.started_at);
+            put.bind(5, mine.heartbeat_at);
+            put.bind(6, mine.expires_at);
+            put.exec();
+            tx.commit();
+        });
     } catch (const SQLite::Exception& e) {
         detail::rethrow_sqlite(e, "taking the dispatcher lease");
     }
@@ -459,13 +630,15 @@ void SqliteStore::acquire_lease(const LeaseInfo& mine) {
 bool SqliteStore::renew_lease(const std::string& owner, std::int64_t heartbeat_at,
                               std::int64_t expires_at) {
     try {
-        SQLite::Statement q(impl_->db,
-                            "UPDATE outpost_lease SET heartbeat_at = ?, expires_at = ? "
-                            "WHERE slot = 1 AND owner = ?");
-        q.bind(1, heartbeat_at);
-        q.bind(2, expires_at);
-        q.bind(3, owner);
-        return q.exec() == 1;
+        return impl_->with_room([&] {
+            SQLite::Statement q(impl_->db,
+                                "UPDATE outpost_lease SET heartbeat_at = ?, expires_at = ? "
+                                "WHERE slot = 1 AND owner = ?");
+            q.bind(1, heartbeat_at);
+            q.bind(2, expires_at);
+            q.bind(3, owner);
+            return q.exec() == 1;
+        });
     } catch (const SQLite::Exception& e) {
         detail::rethrow_sqlite(e, "renewing the dispatcher lease");
     }

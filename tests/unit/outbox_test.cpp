@@ -1,3 +1,6 @@
+#include <sqlite3.h>
+
+#include <cstring>
 #include <fstream>
 #include <iterator>
 #include <regex>
@@ -362,4 +365,130 @@ TEST_F(OutboxTest, CountsByState) {
     EXPECT_EQ(c.dead_bytes, std::string("payload of c").size());
     EXPECT_EQ(c.delivered_bytes, 0u);
     EXPECT_EQ(c.oldest_pending_at, clock_.wall_ms());
+}
+
+namespace {
+
+// Another connection commits a write at the very moment the app's connection starts an INSERT or
+// a DELETE (the outbox's or the app's own; a SQLITE_TRACE_STMT hook): what the dispatcher's lease
+// renewal, every 10 s, can do at any time. Its busy timeout is 0, so a write lock held by the app
+// makes it fail at once instead of waiting (in the app's own thread) for a lock that cannot be
+// released.
+class CommitAtInsert {
+  public:
+    CommitAtInsert(SQLite::Database& app, const std::string& path)
+        : app_(app), other_(path, SQLite::OPEN_READWRITE) {
+        other_.exec("CREATE TABLE IF NOT EXISTS ticks (n INTEGER)");
+        sqlite3_trace_v2(app_.getHandle(), SQLITE_TRACE_STMT, &CommitAtInsert::on_trace, this);
+    }
+    ~CommitAtInsert() { sqlite3_trace_v2(app_.getHandle(), 0, nullptr, nullptr); }
+    CommitAtInsert(const CommitAtInsert&) = delete;
+    CommitAtInsert& operator=(const CommitAtInsert&) = delete;
+
+    int commits() const { return commits_; }
+
+  private:
+    static int on_trace(unsigned type, void* ctx, void* stmt, void*) {
+        auto* self = static_cast<CommitAtInsert*>(ctx);
+        const char* sql =
+            type == SQLITE_TRACE_STMT ? sqlite3_sql(static_cast<sqlite3_stmt*>(stmt)) : nullptr;
+        const bool write = sql != nullptr && (std::strncmp(sql, "INSERT INTO ", 12) == 0 ||
+                                              std::strncmp(sql, "DELETE FROM ", 12) == 0);
+        if (write && std::strncmp(sql, "INSERT INTO ticks", 17) != 0) {
+            if (sqlite3_exec(self->other_.getHandle(), "INSERT INTO ticks VALUES (1)", nullptr,
+                             nullptr, nullptr) == SQLITE_OK) {
+                ++self->commits_;
+            }
+        }
+        return 0;
+    }
+
+    SQLite::Database& app_;
+    SQLite::Database other_;
+    int commits_ = 0;
+};
+
+// Runs `n` app transactions in which add() is the first statement (deferred BEGIN), each followed
+// by a row of the app's own (also when add() refused the message: the transaction must stay
+// usable), with another connection committing as each INSERT starts. Returns the errors it met,
+// one line each with its SQLite code.
+std::string add_while_another_connection_commits(QuotaBox& q, ManualClock& clock, int n,
+                                                 const std::string& payload = "x") {
+    q.db.exec("CREATE TABLE IF NOT EXISTS readings (v)");
+    CommitAtInsert other(q.db, q.db.getFilename());
+    std::string errors;
+    for (int i = 0; i < n; ++i) {
+        try {
+            SQLite::Transaction tx(q.db);
+            try {
+                q.add(0, payload);
+            } catch (const OutboxFull&) {
+                // refused by the quota: the app keeps its own change
+            }
+            q.db.exec("INSERT INTO readings VALUES (1)");
+            tx.commit();
+        } catch (const Error& e) {
+            errors += std::string(e.what()) + " (code " + std::to_string(e.code()) + ")\n";
+        } catch (const SQLite::Exception& e) {
+            errors += std::string(e.what()) + " (code " + std::to_string(e.getExtendedErrorCode()) +
+                      ")\n";
+        }
+        clock.advance(2s);  // past quota_refresh: every add() counts again
+    }
+    if (other.commits() == 0) {
+        errors += "the other connection never committed: the test proved nothing\n";
+    }
+    return errors;
+}
+
+}  // namespace
+
+// Issue 10, item 6: the quota's count read before the INSERT made a deferred transaction a
+// reader, so a commit by another connection in between failed the INSERT with
+// SQLITE_BUSY_SNAPSHOT (517) and spoiled the app's transaction.
+TEST_F(OutboxTest, QuotaNeverTurnsTheAppsTransactionIntoAStaleReader) {
+    {
+        QuotaBox q(quota(1000), clock_);
+        EXPECT_EQ(add_while_another_connection_commits(q, clock_, 5), "") << "max_pending";
+        EXPECT_EQ(q.box.counts().pending, 5u);
+    }
+    {
+        QuotaBox q(quota(0, 1 << 20), clock_);
+        EXPECT_EQ(add_while_another_connection_commits(q, clock_, 5), "") << "max_pending_bytes";
+        EXPECT_EQ(q.box.counts().pending, 5u);
+    }
+    {  // at the limit, refusing: OutboxFull, nothing stored, and the app's own row commits
+        QuotaBox q(quota(3), clock_);
+        for (int i = 0; i < 3; ++i) {
+            q.add();
+        }
+        EXPECT_EQ(add_while_another_connection_commits(q, clock_, 3), "") << "refuse at the cap";
+        EXPECT_EQ(q.box.counts().pending, 3u);
+        EXPECT_EQ(q.db.execAndGet("SELECT count(*) FROM readings").getInt(), 3);
+    }
+    {  // at the limit, dropping the oldest: the count and the removals
+        QuotaBox q(drop_at(3), clock_);
+        for (int i = 0; i < 3; ++i) {
+            q.add();
+        }
+        EXPECT_EQ(add_while_another_connection_commits(q, clock_, 4), "") << "drop_oldest";
+        EXPECT_EQ(q.box.counts().pending, 3u);
+        EXPECT_EQ(q.box.counts().dropped, 4u);
+    }
+}
+
+// Issue 10, "worth a look": with synchronous = OFF the store's connection would checkpoint
+// without fsync, and the WAL reset after it could lose the app's FULL commits at a power cut.
+TEST_F(OutboxTest, StoreRefusesSynchronousOffNamingWhy) {
+    SqliteStoreOptions o;
+    o.synchronous = "OFF";
+    try {
+        SqliteStore s(path_, o);
+        FAIL() << "synchronous = OFF was accepted";
+    } catch (const InvalidConfig& e) {
+        EXPECT_NE(std::string(e.what()).find("synchronous = OFF"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("checkpoint"), std::string::npos) << e.what();
+    }
+    o.synchronous = "FULL";
+    EXPECT_NO_THROW(SqliteStore(path_, o));
 }
