@@ -365,13 +365,33 @@ struct Dispatcher::Impl {
         }
     }
 
+    // The publishes the broker answered before the loss was noticed (their answers still
+    // queued). They are sent again like the rest (an acknowledgement from a broker that is going
+    // away is worth little: a killed mosquitto loses what it acknowledged and had not passed
+    // on), but none of them is suspected of the loss.
+    std::unordered_set<std::uint64_t> answered_before_loss() {
+        std::unordered_set<std::uint64_t> answered;
+        std::lock_guard lock(mutex);
+        for (const Completion& c : completions) {
+            auto it = flights.find(c.id);
+            if (c.result.status != PublishResult::Status::connection_lost && it != flights.end() &&
+                it->second.seq == c.seq) {
+                answered.insert(c.seq);
+                acked_seq = std::max(acked_seq, c.seq);
+            }
+        }
+        return answered;
+    }
+
     // Forgets every undecided publish: the records are pending in the database and will be
     // sent again. Never an attempt.
-    void drop_flights() {
+    void drop_flights(const std::unordered_set<std::uint64_t>& answered = {}) {
         std::size_t dropped = 0;
         for (auto it = flights.begin(); it != flights.end();) {
             if (!it->second.outcome) {
-                note_lost(it->first, it->second);
+                if (answered.count(it->second.seq) == 0) {
+                    note_lost(it->first, it->second);
+                }
                 if (it->second.ref.key) {
                     busy_keys.erase(*it->second.ref.key);
                 }
@@ -451,11 +471,7 @@ struct Dispatcher::Impl {
         }
         if (was_connected) {
             was_connected = false;
-            // Answers that came before the loss (acknowledgements the broker sent before it
-            // closed the connection) decide their flights first: an acknowledged record is
-            // neither sent again nor suspected of the loss.
-            collect(false);
-            drop_flights();
+            drop_flights(answered_before_loss());
             judge_loss();
             {
                 std::lock_guard lock(mutex);
