@@ -18,7 +18,7 @@ class Database;
 namespace outpost {
 
 // The outpost schema version this library reads and writes.
-inline constexpr int kSchemaVersion = 2;
+inline constexpr int kSchemaVersion = 3;
 
 // What add() does once the quota (max_pending, max_pending_bytes) is reached.
 enum class WhenFull {

@@ -15,6 +15,7 @@
 #include <set>
 #include <sstream>
 
+#include "liveness.hpp"
 #include "outpost/error.hpp"
 #include "outpost/outbox.hpp"
 #include "schema.hpp"
@@ -241,8 +242,8 @@ std::uint64_t Admin::count(RecordState state) {
 std::optional<LeaseStatus> Admin::lease() {
     try {
         SQLite::Statement q(*impl_->db,
-                            "SELECT owner, host, pid, started_at, heartbeat_at, expires_at "
-                            "FROM outpost_lease WHERE slot = 1");
+                            "SELECT owner, host, pid, started_at, heartbeat_at, expires_at, "
+                            "boot_id FROM outpost_lease WHERE slot = 1");
         if (!q.executeStep()) {
             return std::nullopt;
         }
@@ -254,9 +255,9 @@ std::optional<LeaseStatus> Admin::lease() {
         l.holder.heartbeat_at = q.getColumn(4).getInt64();
         l.holder.expires_at = q.getColumn(5).getInt64();
         l.expired = l.holder.expires_at <= now_ms();
-        if (l.holder.host == host_name() && l.holder.pid > 0 && l.holder.pid <= INT_MAX) {
-            l.holder_dead = ::kill(static_cast<pid_t>(l.holder.pid), 0) != 0 && errno == ESRCH;
-        }
+        // The asker's own pid never counts as the holder's: `outpost` is not a dispatcher.
+        l.holder_dead = detail::lease_holder_gone(l.holder.host, l.holder.pid,
+                                                  q.getColumn(6).getString(), host_name(), -1);
         return l;
     } catch (const SQLite::Exception& e) {
         detail::rethrow_sqlite(e, "reading the lease of " + impl_->path);

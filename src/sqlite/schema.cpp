@@ -73,6 +73,11 @@ BEGIN
         ON CONFLICT (name) DO UPDATE SET value = CAST(value AS INTEGER) + 1;
 END;
 )sql",
+    // 3: the boot the lease holder ran in, so that a holder from before a reboot is known gone
+    // at once even when the new boot gave its pid to another process.
+    R"sql(
+ALTER TABLE outpost_lease ADD COLUMN boot_id TEXT NOT NULL DEFAULT '';
+)sql",
 };
 
 static_assert(std::size(kMigrations) == kSchemaVersion, "one migration per schema version");

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <filesystem>
 
+#include "liveness.hpp"
 #include "outpost/error.hpp"
 #include "outpost/outbox.hpp"
 #include "queries.hpp"
@@ -26,15 +27,6 @@ namespace {
 const std::string kSelect =
     "SELECT id, priority, msg_key, next_attempt_at, expires_at, attempts "
     "FROM outpost_records WHERE state = 0 ";
-
-// True when a process with this pid exists on this host (EPERM: it exists, owned by another
-// user).
-bool process_alive(std::int64_t pid) {
-    if (pid <= 0) {
-        return false;
-    }
-    return ::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM;
-}
 
 SQLite::Database open_existing(const std::string& path) {
     try {
@@ -587,17 +579,19 @@ void SqliteStore::acquire_lease(const LeaseInfo& mine) {
         impl_->with_room([&] {
             detail::ImmediateTransaction tx(impl_->db);
             SQLite::Statement q(impl_->db,
-                                "SELECT owner, host, pid, started_at, heartbeat_at, expires_at "
-                                "FROM outpost_lease WHERE slot = 1");
+                                "SELECT owner, host, pid, started_at, heartbeat_at, expires_at, "
+                                "boot_id FROM outpost_lease WHERE slot = 1");
             if (q.executeStep()) {
                 LeaseInfo held{q.getColumn(0).getString(), q.getColumn(1).getString(),
                                q.getColumn(2).getInt64(),  q.getColumn(3).getInt64(),
                                q.getColumn(4).getInt64(),  q.getColumn(5).getInt64()};
                 const bool ours = held.owner == mine.owner;
                 const bool lapsed = held.expires_at <= mine.heartbeat_at;
-                // A holder on this host whose process is gone crashed: no need to wait for expiry.
-                const bool crashed =
-                    held.host == mine.host && held.pid != mine.pid && !process_alive(held.pid);
+                // A holder on this host whose process (or boot) is gone crashed: no need to wait
+                // for expiry.
+                const bool crashed = !ours && detail::lease_holder_gone(held.host, held.pid,
+                                                                        q.getColumn(6).getString(),
+                                                                        mine.host, mine.pid);
                 if (!ours && !lapsed && !crashed) {
                     throw LeaseHeld(
                         "another dispatcher holds the outbox '" + impl_->path + "': pid " +
@@ -612,13 +606,14 @@ void SqliteStore::acquire_lease(const LeaseInfo& mine) {
             SQLite::Statement put(
                 impl_->db,
                 "INSERT OR REPLACE INTO outpost_lease (slot, owner, host, pid, "
-                "started_at, heartbeat_at, expires_at) VALUES (1, ?, ?, ?, ?, ?, ?)");
+                "started_at, heartbeat_at, expires_at, boot_id) VALUES (1, ?, ?, ?, ?, ?, ?, ?)");
             put.bind(1, mine.owner);
             put.bind(2, mine.host);
             put.bind(3, mine.pid);
             put.bind(4, mine.started_at);
             put.bind(5, mine.heartbeat_at);
             put.bind(6, mine.expires_at);
+            put.bind(7, detail::boot_id());
             put.exec();
             tx.commit();
         });

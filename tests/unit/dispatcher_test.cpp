@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <fstream>
 #include <map>
 #include <thread>
 
@@ -398,7 +399,9 @@ TEST_F(DispatcherTest, ALeaseOfACrashedProcessOnThisHostIsTakenAtOnce) {
     ::waitpid(child, nullptr, 0);  // a pid that no longer runs
     char host[256] = {};
     ::gethostname(host, sizeof host - 1);
-    SQLite::Statement put(db_, "INSERT INTO outpost_lease VALUES (1, 'crashed', ?, ?, 0, ?, ?)");
+    SQLite::Statement put(db_,
+                          "INSERT INTO outpost_lease (slot, owner, host, pid, started_at, "
+                          "heartbeat_at, expires_at) VALUES (1, 'crashed', ?, ?, 0, ?, ?)");
     put.bind(1, std::string(host));
     put.bind(2, static_cast<std::int64_t>(child));
     put.bind(3, clock_.wall_ms());
@@ -407,6 +410,47 @@ TEST_F(DispatcherTest, ALeaseOfACrashedProcessOnThisHostIsTakenAtOnce) {
     auto d = dispatcher();
     settle(*d);
     EXPECT_EQ(broker_.published(), 1u);
+}
+
+// A rebooted device can give the new process the pid its lease holder had before the reboot:
+// the lease row says which boot wrote it, and a holder from an earlier boot is gone.
+TEST_F(DispatcherTest, ALeaseFromBeforeARebootIsTakenAtOnceEvenWithOurOwnPid) {
+    add("t");
+    char host[256] = {};
+    ::gethostname(host, sizeof host - 1);
+    SQLite::Statement put(db_,
+                          "INSERT INTO outpost_lease (slot, owner, host, pid, started_at, "
+                          "heartbeat_at, expires_at, boot_id) "
+                          "VALUES (1, 'before-reboot', ?, ?, 0, ?, ?, 'an-earlier-boot')");
+    put.bind(1, std::string(host));
+    put.bind(2, static_cast<std::int64_t>(::getpid()));  // the pid came back after the reboot
+    put.bind(3, clock_.wall_ms());
+    put.bind(4, clock_.wall_ms() + 3'600'000);
+    put.exec();
+    auto d = dispatcher();
+    settle(*d);
+    EXPECT_EQ(broker_.published(), 1u);
+    // The same row written in this boot is a live holder: refused.
+    d->stop(0ms);
+    d.reset();
+    db_.exec("DELETE FROM outpost_lease");
+    SQLite::Statement again(db_,
+                            "INSERT INTO outpost_lease (slot, owner, host, pid, started_at, "
+                            "heartbeat_at, expires_at, boot_id) VALUES (1, 'alive', ?, ?, 0, ?, ?, "
+                            "?)");
+    again.bind(1, std::string(host));
+    again.bind(2, static_cast<std::int64_t>(::getppid()));  // a live process, this boot
+    again.bind(3, clock_.wall_ms());
+    again.bind(4, clock_.wall_ms() + 3'600'000);
+    std::ifstream in("/proc/sys/kernel/random/boot_id");
+    std::string boot;
+    std::getline(in, boot);
+    ASSERT_FALSE(boot.empty());
+    again.bind(5, boot);
+    again.exec();
+    add("u");
+    auto second = dispatcher();
+    EXPECT_THROW(second->run_once(), LeaseHeld);
 }
 
 TEST_F(DispatcherTest, OptionsAreValidated) {
