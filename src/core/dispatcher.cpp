@@ -564,6 +564,19 @@ struct Dispatcher::Impl {
         PendingRef ref;
     };
 
+    // A suspect goes alone: nothing else while it is out, and once the connection has shown it
+    // works (or the suspect was proven), nothing new until the window is empty, then it goes.
+    bool suspect_blocks() const {
+        if (suspect_id == 0) {
+            return false;
+        }
+        auto it = flights.find(suspect_id);
+        if (it != flights.end() && it->second.alone && !it->second.outcome) {
+            return true;
+        }
+        return held && (acked_seq > 0 || suspect_proven) && sent > 0;
+    }
+
     // Publishes what the window allows; returns how many publishes were made. A step that
     // throws leaves no trace: the keys it marked busy are free again and the pass starts over.
     std::size_t publish_due() {
@@ -584,20 +597,13 @@ struct Dispatcher::Impl {
 
     void choose(std::vector<Chosen>& chosen) {
         const std::int64_t now = clock.wall_ms();
-        // A suspect goes alone: nothing else while it is out, and once the connection has shown
-        // it works (or the suspect was proven), it waits for the window to empty, then goes.
-        if (suspect_id != 0) {
-            auto it = flights.find(suspect_id);
-            if (it != flights.end() && it->second.alone && !it->second.outcome) {
-                return;
-            }
-            if (held && (acked_seq > 0 || suspect_proven)) {
-                if (sent == 0) {
-                    chosen.push_back({held->id, *held});
-                    held.reset();
-                }
-                return;
-            }
+        if (suspect_blocks()) {
+            return;
+        }
+        if (held && (acked_seq > 0 || suspect_proven)) {  // and the window is empty
+            chosen.push_back({held->id, *held});
+            held.reset();
+            return;
         }
         auto room = [&] { return opt.window - std::min(opt.window, sent + chosen.size()); };
         auto consider = [&](const PendingRef& r) {
@@ -1064,7 +1070,7 @@ struct Dispatcher::Impl {
         auto t = std::min(next_poll, next_heartbeat);
         if (!was_connected) {
             t = std::min(t, next_connect);
-        } else if (sent < opt.window && queue_busy()) {
+        } else if (sent < opt.window && queue_busy() && !suspect_blocks()) {
             t = now;  // the dispatch queue has more, and the window has room
         }
         for (const auto& [id, f] : flights) {
@@ -1131,6 +1137,7 @@ struct Dispatcher::Impl {
         // What is still undecided is pending in the database: sent again next time.
         flights.clear();
         busy_keys.clear();
+        held.reset();  // found again (and held again) by the next start's pass
         sent = 0;
         was_connected = false;
         if (lease_held) {

@@ -644,4 +644,45 @@ TEST_F(DispatcherFaults, ASuspectIsSentAloneAndClearedWhenAcknowledged) {
     expect_per_key_order(broker_.log());
 }
 
+// While a suspect waits for the window to empty (it goes alone), the threaded loop sleeps until
+// the answers come: it must not spin although the pass has more to look at.
+TEST_F(DispatcherFaults, TheLoopSleepsWhileASuspectWaitsForTheWindowToEmpty) {
+    CountingClock clock;
+    broker_.disconnect_on_topic("t/poison");
+    broker_.set_auto_ack(false);
+    add("t/poison");
+    {
+        SQLite::Transaction tx(db_);
+        for (int i = 0; i < 50; ++i) {
+            add("t/good/" + std::to_string(i));
+        }
+        tx.commit();
+    }
+    DispatcherOptions o;
+    o.window = 5;
+    o.reconnect_initial = 50ms;
+    o.reconnect_max = 50ms;
+    Dispatcher d(store(), broker_, o, clock);
+    d.start();
+    auto wait_until = [](auto done) {
+        const auto deadline = std::chrono::steady_clock::now() + 20s;
+        while (!done() && std::chrono::steady_clock::now() < deadline) {
+            std::this_thread::sleep_for(1ms);
+        }
+        return done();
+    };
+    // The poison dropped the first connection; on the next one five good records are out.
+    ASSERT_TRUE(wait_until([&] { return broker_.connect_calls() >= 2 && broker_.held() == 5; }));
+    broker_.ack(1);  // the connection works: the suspect now waits for the window to empty
+    ASSERT_TRUE(wait_until([&] { return d.stats().delivered == 1; }));
+    const std::uint64_t before = clock.calls.load();
+    std::this_thread::sleep_for(1s);
+    const std::uint64_t calls = clock.calls.load() - before;
+    EXPECT_LT(calls, 2000u) << "the dispatcher thread spins while the suspect waits";
+    broker_.set_auto_ack(true);
+    broker_.ack_all();
+    EXPECT_TRUE(wait_until([&] { return count("state = 0 AND topic <> 't/poison'") == 0; }));
+    d.stop(0ms);
+}
+
 }  // namespace
