@@ -27,7 +27,24 @@ std::vector<std::int64_t> ids_of(const std::vector<Record>& log) {
 
 }  // namespace
 
-class DispatcherTest : public OutboxTest {};
+class DispatcherTest : public OutboxTest {
+  protected:
+    // A lease row on this host, held for another hour by `owner` (pid, boot id).
+    void put_lease(const std::string& owner, pid_t pid, const std::string& boot) {
+        char host[256] = {};
+        ::gethostname(host, sizeof host - 1);
+        SQLite::Statement put(db_,
+                              "INSERT INTO outpost_lease (slot, owner, host, pid, started_at, "
+                              "heartbeat_at, expires_at, boot_id) VALUES (1, ?, ?, ?, 0, ?, ?, ?)");
+        put.bind(1, owner);
+        put.bind(2, std::string(host));
+        put.bind(3, static_cast<std::int64_t>(pid));
+        put.bind(4, clock_.wall_ms());
+        put.bind(5, clock_.wall_ms() + 3'600'000);
+        put.bind(6, boot);
+        put.exec();
+    }
+};
 
 TEST_F(DispatcherTest, CommittedIsPublishedRolledBackNever) {
     std::int64_t committed;
@@ -397,16 +414,7 @@ TEST_F(DispatcherTest, ALeaseOfACrashedProcessOnThisHostIsTakenAtOnce) {
         ::_exit(0);
     }
     ::waitpid(child, nullptr, 0);  // a pid that no longer runs
-    char host[256] = {};
-    ::gethostname(host, sizeof host - 1);
-    SQLite::Statement put(db_,
-                          "INSERT INTO outpost_lease (slot, owner, host, pid, started_at, "
-                          "heartbeat_at, expires_at) VALUES (1, 'crashed', ?, ?, 0, ?, ?)");
-    put.bind(1, std::string(host));
-    put.bind(2, static_cast<std::int64_t>(child));
-    put.bind(3, clock_.wall_ms());
-    put.bind(4, clock_.wall_ms() + 3'600'000);
-    put.exec();
+    put_lease("crashed", child, "");
     auto d = dispatcher();
     settle(*d);
     EXPECT_EQ(broker_.published(), 1u);
@@ -416,17 +424,7 @@ TEST_F(DispatcherTest, ALeaseOfACrashedProcessOnThisHostIsTakenAtOnce) {
 // the lease row says which boot wrote it, and a holder from an earlier boot is gone.
 TEST_F(DispatcherTest, ALeaseFromBeforeARebootIsTakenAtOnceEvenWithOurOwnPid) {
     add("t");
-    char host[256] = {};
-    ::gethostname(host, sizeof host - 1);
-    SQLite::Statement put(db_,
-                          "INSERT INTO outpost_lease (slot, owner, host, pid, started_at, "
-                          "heartbeat_at, expires_at, boot_id) "
-                          "VALUES (1, 'before-reboot', ?, ?, 0, ?, ?, 'an-earlier-boot')");
-    put.bind(1, std::string(host));
-    put.bind(2, static_cast<std::int64_t>(::getpid()));  // the pid came back after the reboot
-    put.bind(3, clock_.wall_ms());
-    put.bind(4, clock_.wall_ms() + 3'600'000);
-    put.exec();
+    put_lease("before-reboot", ::getpid(), "an-earlier-boot");  // the pid came back
     auto d = dispatcher();
     settle(*d);
     EXPECT_EQ(broker_.published(), 1u);
@@ -434,20 +432,11 @@ TEST_F(DispatcherTest, ALeaseFromBeforeARebootIsTakenAtOnceEvenWithOurOwnPid) {
     d->stop(0ms);
     d.reset();
     db_.exec("DELETE FROM outpost_lease");
-    SQLite::Statement again(db_,
-                            "INSERT INTO outpost_lease (slot, owner, host, pid, started_at, "
-                            "heartbeat_at, expires_at, boot_id) VALUES (1, 'alive', ?, ?, 0, ?, ?, "
-                            "?)");
-    again.bind(1, std::string(host));
-    again.bind(2, static_cast<std::int64_t>(::getppid()));  // a live process, this boot
-    again.bind(3, clock_.wall_ms());
-    again.bind(4, clock_.wall_ms() + 3'600'000);
     std::ifstream in("/proc/sys/kernel/random/boot_id");
     std::string boot;
     std::getline(in, boot);
     ASSERT_FALSE(boot.empty());
-    again.bind(5, boot);
-    again.exec();
+    put_lease("alive", ::getppid(), boot);  // a live process, this boot
     add("u");
     auto second = dispatcher();
     EXPECT_THROW(second->run_once(), LeaseHeld);
