@@ -158,11 +158,7 @@ struct Dispatcher::Impl {
     // dropping the connection (mosquitto does so for some topics and properties).
     struct Lost {
         std::int64_t id = 0;
-        std::uint64_t seq = 0;
-        PendingRef ref;
-        Clock::time_point sent_at{};
-        bool alone = false;
-        bool after_ack = false;
+        Flight flight;  // as it was when lost
     };
 
     Store& store;
@@ -360,8 +356,8 @@ struct Dispatcher::Impl {
 
     // Remembers the earliest publish lost with the current connection.
     void note_lost(std::int64_t id, const Flight& f) {
-        if (f.seq != 0 && (!loss_first || f.seq < loss_first->seq)) {
-            loss_first = Lost{id, f.seq, f.ref, f.sent_at, f.alone, f.after_ack};
+        if (f.seq != 0 && (!loss_first || f.seq < loss_first->flight.seq)) {
+            loss_first = Lost{id, f};
         }
     }
 
@@ -424,7 +420,7 @@ struct Dispatcher::Impl {
         quick_losses = useless ? quick_losses + 1 : 0;
         std::optional<Lost> s;
         s.swap(loss_first);
-        if (!s || now - s->sent_at > kSuspectWindow || acked_seq > s->seq) {
+        if (!s || now - s->flight.sent_at > kSuspectWindow || acked_seq > s->flight.seq) {
             return;  // not right after a publish
         }
         if (s->id != suspect_id) {
@@ -433,12 +429,13 @@ struct Dispatcher::Impl {
             suspect_proven = false;
             return;
         }
-        if (!s->alone || !(s->after_ack || suspect_proven) || flights.count(s->id) != 0) {
+        if (!s->flight.alone || !(s->flight.after_ack || suspect_proven) ||
+            flights.count(s->id) != 0) {
             return;  // suspected again, but no evidence yet
         }
         suspect_proven = true;
         Flight f;
-        f.ref = s->ref;
+        f.ref = s->flight.ref;
         f.outcome = failure(s->id, f,
                             "the broker dropped the connection right after this publish, sent "
                             "alone (a message it refuses by disconnecting?)");
@@ -559,11 +556,6 @@ struct Dispatcher::Impl {
                (!dues.empty() && dues.top().at <= clock.wall_ms());
     }
 
-    struct Chosen {
-        std::int64_t id;
-        PendingRef ref;
-    };
-
     // A suspect goes alone: nothing else while it is out, and once the connection has shown it
     // works (or the suspect was proven), nothing new until the window is empty, then it goes.
     bool suspect_blocks() const {
@@ -580,14 +572,14 @@ struct Dispatcher::Impl {
     // Publishes what the window allows; returns how many publishes were made. A step that
     // throws leaves no trace: the keys it marked busy are free again and the pass starts over.
     std::size_t publish_due() {
-        std::vector<Chosen> chosen;
+        std::vector<PendingRef> chosen;
         try {
             choose(chosen);
             return send_chosen(chosen);
         } catch (...) {
-            for (const Chosen& c : chosen) {
-                if (c.ref.key && flights.count(c.id) == 0) {
-                    busy_keys.erase(*c.ref.key);
+            for (const PendingRef& c : chosen) {
+                if (c.key && flights.count(c.id) == 0) {
+                    busy_keys.erase(*c.key);
                 }
             }
             reset_scan();
@@ -595,13 +587,13 @@ struct Dispatcher::Impl {
         }
     }
 
-    void choose(std::vector<Chosen>& chosen) {
+    void choose(std::vector<PendingRef>& chosen) {
         const std::int64_t now = clock.wall_ms();
         if (suspect_blocks()) {
             return;
         }
         if (held && (acked_seq > 0 || suspect_proven)) {  // and the window is empty
-            chosen.push_back({held->id, *held});
+            chosen.push_back(*held);
             held.reset();
             return;
         }
@@ -635,7 +627,7 @@ struct Dispatcher::Impl {
                 held = r;  // sent alone, see judge_loss()
                 return;
             }
-            chosen.push_back({r.id, r});
+            chosen.push_back(r);
         };
         auto head_of = [&](const std::string& key) {
             if (std::optional<PendingRef> head = store.key_head(key)) {
@@ -719,7 +711,7 @@ struct Dispatcher::Impl {
         }
         // 5. A held suspect with nothing else to do goes alone now.
         if (held && chosen.empty() && sent == 0) {
-            chosen.push_back({held->id, *held});
+            chosen.push_back(*held);
             held.reset();
         }
     }
@@ -727,19 +719,19 @@ struct Dispatcher::Impl {
     // Loads and publishes the chosen records. Records removed meanwhile (purged by hand) do not
     // come back from the store; their keys are freed again. A record that cannot be read goes
     // to dead with the reason.
-    std::size_t send_chosen(const std::vector<Chosen>& chosen) {
+    std::size_t send_chosen(const std::vector<PendingRef>& chosen) {
         if (chosen.empty()) {
             return 0;
         }
         std::vector<std::int64_t> ids;
         ids.reserve(chosen.size());
-        for (const Chosen& c : chosen) {
+        for (const PendingRef& c : chosen) {
             ids.push_back(c.id);
         }
         LoadedRecords loaded = store.load_pending(ids);
         std::unordered_map<std::int64_t, const PendingRef*> refs;
-        for (const Chosen& c : chosen) {
-            refs.emplace(c.id, &c.ref);
+        for (const PendingRef& c : chosen) {
+            refs.emplace(c.id, &c);
         }
         const std::int64_t now = clock.wall_ms();
         for (const UnreadableRecord& u : loaded.unreadable) {
@@ -755,10 +747,10 @@ struct Dispatcher::Impl {
             }
             ++made;
         }
-        for (const Chosen& c : chosen) {
-            if (c.ref.key && flights.count(c.id) == 0) {
-                busy_keys.erase(*c.ref.key);
-                freed.insert(*c.ref.key);
+        for (const PendingRef& c : chosen) {
+            if (c.key && flights.count(c.id) == 0) {
+                busy_keys.erase(*c.key);
+                freed.insert(*c.key);
             }
         }
         return made;

@@ -24,13 +24,18 @@ inline constexpr const char* kExistsPending =
     "SELECT EXISTS (SELECT 1 FROM outpost_records WHERE state = 0)";
 // The dispatcher's queue: a key's head by one seek on outpost_records_key, and what arrived
 // since an id by a rowid range (NOT INDEXED: never a walk of the dispatch index).
-inline constexpr const char* kKeyHead =
-    "SELECT id, priority, msg_key, next_attempt_at, expires_at, attempts FROM outpost_records "
-    "WHERE state = 0 AND msg_key = ?1 ORDER BY priority DESC, id LIMIT 1";
+// The columns SqliteStore reads into a PendingRef, in its order (a macro: literals concatenate).
+#define OUTPOST_PENDING_REF_COLUMNS "id, priority, msg_key, next_attempt_at, expires_at, attempts"
+inline constexpr const char* kKeyHead = "SELECT " OUTPOST_PENDING_REF_COLUMNS
+                                        " FROM outpost_records WHERE state = 0 AND msg_key = ?1 "
+                                        "ORDER BY priority DESC, id LIMIT 1";
 inline constexpr const char* kArrivals =
-    "SELECT id, priority, msg_key, next_attempt_at, expires_at, attempts "
-    "FROM outpost_records NOT INDEXED WHERE id > ?1 AND id <= ?2 AND state = 0 "
+    "SELECT " OUTPOST_PENDING_REF_COLUMNS
+    " FROM outpost_records NOT INDEXED WHERE id > ?1 AND id <= ?2 AND state = 0 "
     "AND priority > ?3 ORDER BY id LIMIT ?4";
+// The forward pass's statements start with this.
+inline constexpr const char* kPendingRefs =
+    "SELECT " OUTPOST_PENDING_REF_COLUMNS " FROM outpost_records WHERE state = 0 ";
 // Reads every pending record's index entry (no index on next_attempt_at): it runs only after
 // the wall clock stepped backwards.
 inline constexpr const char* kClampRetryTimes =

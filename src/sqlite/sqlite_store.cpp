@@ -24,9 +24,7 @@ namespace outpost {
 
 namespace {
 
-const std::string kSelect =
-    "SELECT id, priority, msg_key, next_attempt_at, expires_at, attempts "
-    "FROM outpost_records WHERE state = 0 ";
+const std::string kSelect = detail::sql::kPendingRefs;
 
 SQLite::Database open_existing(const std::string& path) {
     try {
@@ -246,7 +244,7 @@ struct SqliteStore::Impl {
         return more && rc == SQLITE_OK;
     }
 
-    // Steps `q` to the end, appending rows; resets it.
+    // Steps `q` (OUTPOST_PENDING_REF_COLUMNS, in order) to the end, appending rows; resets it.
     void collect(SQLite::Statement& q, std::vector<PendingRef>& out) {
         while (q.executeStep()) {
             PendingRef& r = out.emplace_back();
