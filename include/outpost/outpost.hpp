@@ -8,6 +8,7 @@
 #include "outpost/error.hpp"
 #include "outpost/message.hpp"
 #include "outpost/outbox.hpp"
+#include "outpost/process.hpp"
 #include "outpost/retry_policy.hpp"
 #include "outpost/sqlite_store.hpp"
 #include "outpost/store.hpp"

@@ -1,24 +1,31 @@
-// The dispatcher loop. Everything here runs on one thread (the dispatcher's, or the caller's in
-// run_once()), except the few members under `mutex`, which the broker's threads and the app's
-// threads touch: completions, the wake flag, the stop flag and the stats snapshot.
+// The dispatcher loop: it orchestrates the parts that own the dispatch state and is the only
+// one that calls across them, writes outcomes, keeps the connection and emits events:
+//   DispatchQueue  (dispatch_queue.hpp)  which record goes next; per-key order
+//   FlightTable    (flight_table.hpp)    what is out, its answer, its decided outcome
+//   PoisonSuspect  (poison_suspect.hpp)  a message the broker answers by disconnecting
+//   LeaseKeeper    (lease_keeper.hpp)    the claim to be the only dispatcher of the file
+//   Backoff        (backoff.hpp)         reconnect delays (and RetryPolicy's)
+// Everything runs on one thread (the dispatcher's, or the caller's in run_once()), except the
+// members under `mutex`, which the broker's threads and the app's threads touch.
 #include "outpost/dispatcher.hpp"
 
 #include <pthread.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <array>
 #include <condition_variable>
-#include <cstdio>
-#include <deque>
 #include <mutex>
-#include <queue>
 #include <random>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
 
+#include "backoff.hpp"
+#include "dispatch_queue.hpp"
+#include "flight_table.hpp"
+#include "lease_keeper.hpp"
 #include "outpost/error.hpp"
+#include "poison_suspect.hpp"
 
 namespace outpost {
 
@@ -98,81 +105,24 @@ constexpr Ms kOfflinePoll{5000};
 // A connection lost sooner than this after it was made, with no publish answered on it, was of
 // no use: losing several in a row backs the reconnects off.
 constexpr Clock::duration kYoungConnection = 10s;
-// A publish lost with its connection within this time of being sent, with nothing sent after it
-// acknowledged, is suspected of having made the broker drop the connection (see judge_loss).
-constexpr Clock::duration kSuspectWindow = 5s;
 
-// initial x 2^(failures-1), capped at `max`, scaled by a factor in [0.5, 1] drawn from
-// `sample` (full jitter on the upper half: a fleet that lost the same broker spreads out).
-Ms backoff_delay(Ms initial, Ms max, std::uint32_t failures, double sample) {
-    double d = static_cast<double>(initial.count());
-    for (std::uint32_t i = 1; i < failures && d < static_cast<double>(max.count()); ++i) {
-        d *= 2;
-    }
-    d = std::min(d, static_cast<double>(max.count()));
-    d *= 0.5 + 0.5 * std::clamp(sample, 0.0, 1.0);
-    return Ms(static_cast<std::int64_t>(d));
-}
-
-std::string random_token(std::mt19937_64& rng) {
-    char out[33];
-    std::snprintf(out, sizeof out, "%016llx%016llx", static_cast<unsigned long long>(rng()),
-                  static_cast<unsigned long long>(rng()));
-    return out;
-}
-
-std::string host_name() {
-    std::array<char, 256> buf{};
-    if (::gethostname(buf.data(), buf.size() - 1) != 0) {
-        return "unknown";
-    }
-    return buf.data();
+std::int64_t mono_ms(Clock::time_point t) {
+    return std::chrono::duration_cast<Ms>(t.time_since_epoch()).count();
 }
 
 }  // namespace
 
 struct Dispatcher::Impl {
-    // A publish handed to the broker and not yet written back, or an outcome decided without a
-    // publish (expired, unreadable, a suspected poison message) waiting to be written.
-    struct Flight {
-        std::uint64_t seq = 0;  // matches the completion to this publish; 0: no publish
-        PendingRef ref;         // the record as scanned (key, priority, attempts before this)
-        Clock::time_point sent_at{};
-        Clock::time_point deadline{};    // ack timeout
-        std::optional<Outcome> outcome;  // decided, waiting to be written
-        bool alone = false;      // sent as the only publish in flight (a suspect, see judge_loss)
-        bool after_ack = false;  // ... after something was acknowledged on its connection
-    };
-    struct Completion {
-        std::int64_t id;
-        std::uint64_t seq;
-        PublishResult result;
-    };
-    // A record, or a key's head, that waits for its retry time.
-    struct Due {
-        std::int64_t at;  // wall ms
-        PendingRef ref;   // keyless: the record; keyed: the head when it was rescheduled
-        bool operator>(const Due& o) const { return at > o.at; }
-    };
-    // The first publish lost with each connection, to tell a message the broker answers by
-    // dropping the connection (mosquitto does so for some topics and properties).
-    struct Lost {
-        std::int64_t id = 0;
-        Flight flight;  // as it was when lost
-    };
-
     Store& store;
     MessageBroker& broker;
-    DispatcherOptions opt;
+    const DispatcherOptions opt;
     const Clock& clock;
 
     // --- shared with other threads, under `mutex` ---
     mutable std::mutex mutex;
     std::condition_variable cv;        // wakes the loop
     std::condition_variable drain_cv;  // wakes drain()
-    std::vector<Completion> completions;
-    std::size_t outstanding = 0;   // handed to the broker, no completion queued yet
-    bool completions_due = false;  // enough completions queued to be worth a step
+    detail::CompletionInbox inbox;     // answers from the broker's threads
     bool wake_flag = true;
     bool rescan_flag = false;  // a wake for records behind the scan position (requeue)
     bool stop_flag = false;
@@ -182,73 +132,44 @@ struct Dispatcher::Impl {
     DispatcherStats stats;
 
     // --- dispatching thread only ---
-    std::unordered_map<std::int64_t, Flight> flights;
-    std::size_t sent = 0;  // flights whose outcome is not decided yet
+    detail::LeaseKeeper lease;
+    detail::DispatchQueue queue;
+    detail::FlightTable flights;
+    detail::PoisonSuspect suspect;
 
-    // The dispatch queue: where the next records come from, and which keys must wait.
-    //
-    // Sources, in the order publish_due() takes them: keys whose head's retry is due and keys
-    // that became free (their head, by one seek on the key index), records whose retry is due,
-    // records that arrived before the scan position (a higher priority), then the forward pass
-    // over the dispatch order from `cursor`. The pass skips records of blocked keys without
-    // remembering them: each blocked key is asked for its head when it is free again, so a key's
-    // backlog costs nothing while it waits, and other keys flow on. Every record the pass
-    // skips has a way back: busy key -> freed, waiting key or record -> `dues`.
-    DispatchCursor cursor;
-    bool at_end = false;       // the pass reached the end of the pending records
-    std::int64_t seen_id = 0;  // the last id an arrivals check saw: records up to it lie ahead
-                               // of the cursor or were considered; newer ones are arrivals
-    bool arrivals_due = true;  // records may have been committed since seen_id
-    std::unordered_set<std::string> busy_keys;                   // a record of the key is in flight
-    std::unordered_map<std::string, std::int64_t> waiting_keys;  // key -> when its head is due
-    std::unordered_set<std::int64_t> waiting_ids;  // keyless records waiting (in `dues` or not)
-    std::unordered_set<std::string> freed;  // keys that became free since they were last asked
-    std::priority_queue<Due, std::vector<Due>, std::greater<>> dues;
-    std::optional<std::int64_t> forgotten_due;  // earliest retry `dues` had no room for
-    std::int64_t requeues = -1;                 // Store::requeue_count() last seen
-    std::int64_t data_version = -1;
-    std::optional<std::int64_t> next_expiry;  // earliest expires_at of a pending record
-    bool next_expiry_known = false;
-    Clock::time_point next_poll{};
-    std::optional<Clock::time_point> error_hold;  // after a failed step: not before this
+    // The connection.
+    const detail::Backoff reconnect_backoff;
     std::mt19937_64 rng{std::random_device{}()};
     std::uniform_real_distribution<double> unit{0.0, 1.0};
-
-    LeaseInfo lease;
-    bool lease_held = false;
-    bool lease_ever = false;
-    Clock::time_point next_heartbeat{};
-
     bool was_connected = false;
     std::uint32_t connect_failures = 0;
     std::uint32_t quick_losses = 0;  // connections in a row that died young
     Clock::time_point connected_at{};
     Clock::time_point next_connect{};
-    std::uint64_t acked_seq = 0;     // highest seq acknowledged on this connection
-    std::optional<Lost> loss_first;  // earliest publish lost with this connection
-    // The record suspected of making the broker drop the connection (0: none), whether a loss
-    // was already counted against it, and the suspect itself while it is held back to be sent
-    // alone (its key stays busy meanwhile).
-    std::int64_t suspect_id = 0;
-    bool suspect_proven = false;
-    std::optional<PendingRef> held;
+
+    // Housekeeping: other writers, expiry, clock steps, purges.
+    std::int64_t requeues = -1;  // Store::requeue_count() last seen
+    std::int64_t data_version = -1;
+    std::optional<std::int64_t> next_expiry;  // earliest expires_at of a pending record
+    bool next_expiry_known = false;
+    Clock::time_point next_poll{};
     std::int64_t clock_offset = 0;  // wall - monotonic, to notice wall-clock steps
     bool clock_checked = false;
     Clock::time_point next_purge{};
-    std::uint64_t seq = 0;
+    std::optional<Clock::time_point> error_hold;  // after a failed step: not before this
 
     std::thread thread;
     bool running = false;
 
     Impl(Store& s, MessageBroker& b, DispatcherOptions o, const Clock& c)
-        : store(s), broker(b), opt(std::move(o)), clock(c) {
-        opt.validate();
-        lease.owner = random_token(rng);
-        lease.host = host_name();
-        lease.pid = static_cast<std::int64_t>(::getpid());
-    }
-
-    std::size_t due_capacity() const { return std::max<std::size_t>(4096, 16 * opt.window); }
+        : store(s),
+          broker(b),
+          opt((o.validate(), std::move(o))),
+          clock(c),
+          lease(store, clock, opt.lease_ttl, retry_pause()),
+          queue(opt.window),
+          flights(opt.retry, opt.ack_timeout, clock),
+          reconnect_backoff{opt.reconnect_initial, opt.reconnect_max, 2.0, 0.5} {}
 
     void emit(DispatchEvent e) {
         if (opt.on_event) {
@@ -282,25 +203,11 @@ struct Dispatcher::Impl {
         bool wake;
         {
             std::lock_guard lock(mutex);
-            completions.push_back({id, s, r});
-            if (outstanding > 0) {  // a late answer to a given-up publish may come after a reset
-                --outstanding;
-            }
-            // Wake the loop once a quarter of what is out has come back (or the last of it):
-            // it then refills a quarter of the window at once instead of ping-ponging one
-            // message at a time, while the rest of the window keeps the broker busy. A single
-            // message in flight (the latency case) wakes it at once.
-            const std::size_t n = completions.size();
-            wake = outstanding == 0 || n >= std::max<std::size_t>(1, (outstanding + n) / 4);
-            completions_due = completions_due || wake;
+            wake = inbox.push({id, s, r});
         }
         if (wake) {
             cv.notify_one();
         }
-    }
-
-    std::int64_t mono_ms(Clock::time_point t) const {
-        return std::chrono::duration_cast<Ms>(t.time_since_epoch()).count();
     }
 
     // A short pause before trying again after a failure, never a spin on a disk that stays
@@ -311,152 +218,76 @@ struct Dispatcher::Impl {
 
     // ---- lease ----
 
-    void take_lease() {
-        const std::int64_t now = clock.wall_ms();
-        lease.started_at = lease_ever ? lease.started_at : now;
-        lease.heartbeat_at = now;
-        lease.expires_at = now + opt.lease_ttl.count();
-        store.acquire_lease(lease);  // throws LeaseHeld
-        lease_held = true;
-        lease_ever = true;
-        next_heartbeat = clock.now() + opt.lease_ttl / 3;
-    }
-
     void keep_lease() {
-        if (clock.now() < next_heartbeat) {
-            return;
+        switch (lease.keep()) {
+            case detail::LeaseKeeper::Change::none:
+                return;
+            case detail::LeaseKeeper::Change::taken:
+                queue.reset();
+                return;
+            case detail::LeaseKeeper::Change::lost:
+                // What is in flight will be sent again by the new holder.
+                drop_flights();
+                note_error("the dispatcher lease was taken over by another dispatcher");
+                emit({DispatchEvent::Kind::lease_lost, 0, 0, 0, "lease taken over"});
+                return;
         }
-        // Until the store answers: a store that throws is asked again after a pause, not in a
-        // spin.
-        next_heartbeat = clock.now() + std::min<Clock::duration>(opt.lease_ttl / 3, retry_pause());
-        if (!lease_held) {
-            try {
-                take_lease();
-                reset_scan();
-            } catch (const LeaseHeld&) {
-                next_heartbeat = clock.now() + opt.lease_ttl / 3;
-            }
-            return;
-        }
-        const std::int64_t now = clock.wall_ms();
-        if (store.renew_lease(lease.owner, now, now + opt.lease_ttl.count())) {
-            next_heartbeat = clock.now() + opt.lease_ttl / 3;
-            return;
-        }
-        // Someone took the lease over (ours lapsed: the process stalled longer than lease_ttl).
-        // Stop sending; what is in flight will be sent again by the new holder.
-        lease_held = false;
-        drop_flights();
-        next_heartbeat = clock.now() + opt.lease_ttl / 3;
-        note_error("the dispatcher lease was taken over by another dispatcher");
-        emit({DispatchEvent::Kind::lease_lost, 0, 0, 0, "lease taken over"});
     }
 
     // ---- connection ----
 
-    // Remembers the earliest publish lost with the current connection.
-    void note_lost(std::int64_t id, const Flight& f) {
-        if (f.seq != 0 && (!loss_first || f.seq < loss_first->flight.seq)) {
-            loss_first = Lost{id, f};
-        }
-    }
-
-    // The publishes the broker answered before the loss was noticed (their answers still
-    // queued). They are sent again like the rest (an acknowledgement from a broker that is going
-    // away is worth little: a killed mosquitto loses what it acknowledged and had not passed
-    // on), but none of them is suspected of the loss.
-    std::unordered_set<std::uint64_t> answered_before_loss() {
-        std::unordered_set<std::uint64_t> answered;
-        std::lock_guard lock(mutex);
-        for (const Completion& c : completions) {
-            auto it = flights.find(c.id);
-            if (c.result.status != PublishResult::Status::connection_lost && it != flights.end() &&
-                it->second.seq == c.seq) {
-                answered.insert(c.seq);
-                acked_seq = std::max(acked_seq, c.seq);
-            }
-        }
-        return answered;
-    }
-
     // Forgets every undecided publish: the records are pending in the database and will be
-    // sent again. Never an attempt.
+    // sent again. Never an attempt. `answered`: publishes the broker answered before the loss
+    // was noticed (their answers still queued); they are sent again like the rest (an
+    // acknowledgement from a broker that is going away is worth little: a killed mosquitto loses
+    // what it acknowledged and had not passed on), but none of them is suspected of the loss.
     void drop_flights(const std::unordered_set<std::uint64_t>& answered = {}) {
-        std::size_t dropped = 0;
-        for (auto it = flights.begin(); it != flights.end();) {
-            if (!it->second.outcome) {
-                if (answered.count(it->second.seq) == 0) {
-                    note_lost(it->first, it->second);
-                }
-                if (it->second.ref.key) {
-                    busy_keys.erase(*it->second.ref.key);
-                }
-                it = flights.erase(it);
-                ++dropped;
-            } else {
-                ++it;
+        const auto dropped = flights.drop_undecided();
+        for (const auto& [id, f] : dropped) {
+            if (answered.count(f.seq) == 0) {
+                suspect.note_lost(id, f);
+            }
+            if (f.ref.key) {
+                queue.release(*f.ref.key);
             }
         }
-        sent = 0;
-        reset_scan();
+        queue.reset();
         std::lock_guard lock(mutex);
-        outstanding = 0;
-        stats.connection_losses += dropped;
+        inbox.forget_outstanding();
+        stats.connection_losses += dropped.size();
     }
 
-    // A connection died. A record right after whose publish it died (within kSuspectWindow,
-    // nothing sent after it acknowledged) becomes the suspect: it is held back and, on the next
-    // connections, sent alone once something else was acknowledged there. When the connection
-    // then dies right after it again, that is evidence, and the loss counts as an attempt for
-    // it (then on every such loss), so the retry cap ends it and the records behind it go. A
-    // flaky link or a broker restart can make an innocent record the suspect, but cannot give
-    // the evidence: that needs the connection to work for others and die on this one alone.
-    // Also backs off reconnecting to a broker that keeps dropping useless young connections.
+    std::unordered_set<std::uint64_t> answered_before_loss() {
+        std::lock_guard lock(mutex);
+        return flights.answered(inbox.queued());
+    }
+
+    // A connection died: judges the suspect (see PoisonSuspect), and backs off reconnecting to a
+    // broker that keeps dropping useless young connections.
     void judge_loss() {
         const auto now = clock.now();
         // A connection that answered nothing and died young: the broker keeps dropping us.
         // One that carried acknowledgements was useful, however short: reconnect at once.
-        const bool useless = now - connected_at < kYoungConnection && acked_seq == 0;
+        const bool useless = now - connected_at < kYoungConnection && flights.acked_seq() == 0;
         quick_losses = useless ? quick_losses + 1 : 0;
-        std::optional<Lost> s;
-        s.swap(loss_first);
-        if (!s || now - s->flight.sent_at > kSuspectWindow || acked_seq > s->flight.seq) {
-            return;  // not right after a publish
+        detail::PoisonSuspect::Verdict v = suspect.judge(now, flights);
+        if (v.released && v.released->key) {
+            queue.free(*v.released->key);
         }
-        if (s->id != suspect_id) {
-            release_held();
-            suspect_id = s->id;
-            suspect_proven = false;
-            return;
+        if (v.proven) {
+            const std::int64_t id = v.proven->id;
+            Outcome o = flights.failure(id, *v.proven,
+                                        "the broker dropped the connection right after this "
+                                        "publish, sent alone (a message it refuses by "
+                                        "disconnecting?)");
+            if (v.proven->key) {
+                queue.mark_busy(*v.proven->key);  // freed once the attempt is written
+            }
+            flights.decide(std::move(*v.proven), std::move(o));
         }
-        if (!s->flight.alone || !(s->flight.after_ack || suspect_proven) ||
-            flights.count(s->id) != 0) {
-            return;  // suspected again, but no evidence yet
-        }
-        suspect_proven = true;
-        Flight f;
-        f.ref = s->flight.ref;
-        f.outcome = failure(s->id, f,
-                            "the broker dropped the connection right after this publish, sent "
-                            "alone (a message it refuses by disconnecting?)");
-        if (f.ref.key) {
-            busy_keys.insert(*f.ref.key);  // freed once the attempt is written
-        }
-        flights.emplace(s->id, std::move(f));
     }
 
-    // Lets a held suspect go back to the dispatch queue.
-    void release_held() {
-        if (held && held->key) {
-            busy_keys.erase(*held->key);
-            freed.insert(*held->key);
-        }
-        held.reset();
-    }
-
-    Ms reconnect_delay() {
-        return backoff_delay(opt.reconnect_initial, opt.reconnect_max, connect_failures, unit(rng));
-    }
+    Ms reconnect_delay() { return reconnect_backoff.delay(connect_failures, unit(rng)); }
 
     // Returns true when connected after the call.
     bool ensure_connected() {
@@ -500,9 +331,9 @@ struct Dispatcher::Impl {
         was_connected = true;
         connect_failures = 0;
         connected_at = clock.now();
-        acked_seq = 0;
-        loss_first.reset();
-        reset_scan();
+        flights.new_connection();
+        suspect.new_connection();
+        queue.reset();
         {
             std::lock_guard lock(mutex);
             stats.connected = true;
@@ -511,63 +342,7 @@ struct Dispatcher::Impl {
         emit({DispatchEvent::Kind::connected, 0, 0, 0, ""});
     }
 
-    // ---- the dispatch queue ----
-
-    // Starts the forward pass again from the first pending record, forgetting what the last
-    // pass learnt (waiting keys, due retries). Busy keys stay: they are in `flights`.
-    void reset_scan() {
-        cursor = DispatchCursor{};
-        at_end = false;
-        arrivals_due = true;
-        waiting_keys.clear();
-        waiting_ids.clear();
-        freed.clear();
-        dues = {};
-        forgotten_due.reset();
-    }
-
-    // Remembers that `r` (or its key's head) waits until `at`.
-    void wait_for(const PendingRef& r, std::int64_t at) {
-        if (r.key) {
-            waiting_keys[*r.key] = at;
-        } else {
-            waiting_ids.insert(r.id);
-        }
-        if (dues.size() < due_capacity()) {
-            dues.push({at, r});
-        } else {
-            // No room: a pass from the top finds it when it is due.
-            forgotten_due = std::min(forgotten_due.value_or(at), at);
-        }
-    }
-
-    // The earliest wall time something waits for.
-    std::optional<std::int64_t> next_due() const {
-        std::optional<std::int64_t> t = forgotten_due;
-        if (!dues.empty()) {
-            t = std::min(t.value_or(dues.top().at), dues.top().at);
-        }
-        return t;
-    }
-
-    // True when the dispatch queue has more to look at than this step looked at.
-    bool queue_busy() const {
-        return !freed.empty() || arrivals_due || !at_end ||
-               (!dues.empty() && dues.top().at <= clock.wall_ms());
-    }
-
-    // A suspect goes alone: nothing else while it is out, and once the connection has shown it
-    // works (or the suspect was proven), nothing new until the window is empty, then it goes.
-    bool suspect_blocks() const {
-        if (suspect_id == 0) {
-            return false;
-        }
-        auto it = flights.find(suspect_id);
-        if (it != flights.end() && it->second.alone && !it->second.outcome) {
-            return true;
-        }
-        return held && (acked_seq > 0 || suspect_proven) && sent > 0;
-    }
+    // ---- publishing ----
 
     // Publishes what the window allows; returns how many publishes were made. A step that
     // throws leaves no trace: the keys it marked busy are free again and the pass starts over.
@@ -578,141 +353,54 @@ struct Dispatcher::Impl {
             return send_chosen(chosen);
         } catch (...) {
             for (const PendingRef& c : chosen) {
-                if (c.key && flights.count(c.id) == 0) {
-                    busy_keys.erase(*c.key);
+                if (c.key && !flights.contains(c.id)) {
+                    queue.release(*c.key);
                 }
             }
-            reset_scan();
+            queue.reset();
             throw;
         }
     }
 
+    // The records to send now: a suspect alone when its time has come, else what the queue
+    // picks. Records the queue found expired become decided flights at once; a suspect it found
+    // is held.
     void choose(std::vector<PendingRef>& chosen) {
+        if (suspect.blocks(flights)) {
+            return;
+        }
+        if (std::optional<PendingRef> ready = suspect.take_ready(flights)) {
+            chosen.push_back(std::move(*ready));  // and the window is empty
+            return;
+        }
         const std::int64_t now = clock.wall_ms();
-        if (suspect_blocks()) {
-            return;
-        }
-        if (held && (acked_seq > 0 || suspect_proven)) {  // and the window is empty
-            chosen.push_back(*held);
-            held.reset();
-            return;
-        }
-        auto room = [&] { return opt.window - std::min(opt.window, sent + chosen.size()); };
-        auto consider = [&](const PendingRef& r) {
-            if (flights.count(r.id) != 0 || (!r.key && waiting_ids.count(r.id) != 0)) {
-                return;  // in flight, or waiting in `dues`
+        detail::DispatchQueue::Picked picked;
+        auto adopt = [&] {
+            for (PendingRef& r : picked.expired) {
+                const std::int64_t id = r.id;
+                const std::uint32_t attempts = r.attempts;
+                flights.decide(std::move(r), Outcome{Outcome::Kind::expired, id, attempts, 0,
+                                                     "ttl passed before delivery", now});
             }
-            if (r.key && (busy_keys.count(*r.key) != 0 || waiting_keys.count(*r.key) != 0)) {
-                return;  // asked again when the key is free or due
+            if (picked.held) {
+                suspect.hold(std::move(*picked.held));
             }
-            if (r.expires_at && *r.expires_at <= now) {
-                Flight f;
-                f.ref = r;
-                f.outcome = Outcome{Outcome::Kind::expired,       r.id, r.attempts, 0,
-                                    "ttl passed before delivery", now};
-                if (r.key) {
-                    busy_keys.insert(*r.key);  // freed once the outcome is written
-                }
-                flights.emplace(r.id, std::move(f));
-                return;
-            }
-            if (r.next_attempt_at > now) {
-                wait_for(r, r.next_attempt_at);
-                return;
-            }
-            if (r.key) {
-                busy_keys.insert(*r.key);  // one per key within this batch too
-            }
-            if (r.id == suspect_id) {
-                held = r;  // sent alone, see judge_loss()
-                return;
-            }
-            chosen.push_back(r);
+            chosen = std::move(picked.send);
         };
-        auto head_of = [&](const std::string& key) {
-            if (std::optional<PendingRef> head = store.key_head(key)) {
-                consider(*head);
-            }
-        };
-
-        if (forgotten_due && *forgotten_due <= now) {
-            reset_scan();  // `dues` had no room for some: look at everything again
+        try {
+            queue.pick(
+                store, now, opt.window - std::min(opt.window, flights.sent()),
+                [this](std::int64_t id) { return flights.contains(id); }, suspect.id(), picked);
+        } catch (...) {
+            adopt();  // publish_due() frees the keys of `chosen`
+            throw;
         }
-        // 1. Waits that are over: keyed heads and keyless records.
-        while (!dues.empty() && dues.top().at <= now && room() > 0) {
-            const Due d = dues.top();
-            dues.pop();
-            if (d.ref.key) {
-                auto w = waiting_keys.find(*d.ref.key);
-                if (w == waiting_keys.end() || w->second != d.at) {
-                    continue;  // a stale entry: the key was rescheduled or forgotten
-                }
-                waiting_keys.erase(w);
-                head_of(*d.ref.key);
-            } else if (waiting_ids.erase(d.ref.id) != 0) {
-                consider(d.ref);
+        adopt();
+        // A held suspect with nothing else to do goes alone now.
+        if (chosen.empty() && flights.sent() == 0) {
+            if (std::optional<PendingRef> held = suspect.take_held()) {
+                chosen.push_back(std::move(*held));
             }
-        }
-        // 2. Keys that became free: their head, wherever it lies.
-        while (!freed.empty() && room() > 0) {
-            const std::string key = *freed.begin();
-            freed.erase(freed.begin());
-            head_of(key);
-        }
-        // 3. Arrivals that lie before the pass position (a higher priority than the cursor's);
-        // the others lie ahead of it and the pass reaches them.
-        if (arrivals_due && room() > 0) {
-            const std::int64_t upto = store.last_id();
-            std::vector<PendingRef> refs;
-            if (!cursor.at_start && upto > seen_id) {
-                refs = store.scan_arrivals(seen_id, upto, cursor.priority, room() + 1);
-            }
-            std::int64_t done_upto = upto;
-            if (refs.size() > room()) {
-                refs.pop_back();
-                done_upto = refs.back().id;  // the rest next step
-            } else {
-                arrivals_due = false;
-            }
-            std::stable_sort(
-                refs.begin(), refs.end(),
-                [](const PendingRef& a, const PendingRef& b) { return a.priority > b.priority; });
-            for (const PendingRef& r : refs) {
-                if (r.key) {
-                    head_of(*r.key);  // an earlier record of its key goes first
-                } else {
-                    consider(r);
-                }
-            }
-            seen_id = std::max(seen_id, done_upto);
-            at_end = false;  // the others lie ahead of the cursor
-        }
-        // 4. The forward pass, at most `scan_budget` rows per step (the loop comes back at once
-        // while the pass has not reached the end).
-        const std::size_t scan_budget = std::max<std::size_t>(256, 2 * opt.window);
-        std::size_t examined = 0;
-        while (room() > 0 && !at_end && examined < scan_budget) {
-            const std::size_t want = std::max<std::size_t>(room(), 32);
-            const std::vector<PendingRef> refs = store.scan_pending(cursor, want);
-            if (refs.size() < want) {
-                at_end = true;
-            }
-            for (const PendingRef& r : refs) {
-                if (room() == 0) {
-                    at_end = false;  // more may follow; come back from here
-                    break;
-                }
-                // seen_id stays: ids below this one may lie behind the cursor at a higher
-                // priority, committed since the last arrivals check.
-                cursor = DispatchCursor{r.priority, r.id, false};
-                ++examined;
-                consider(r);
-            }
-        }
-        // 5. A held suspect with nothing else to do goes alone now.
-        if (held && chosen.empty() && sent == 0) {
-            chosen.push_back(*held);
-            held.reset();
         }
     }
 
@@ -735,10 +423,9 @@ struct Dispatcher::Impl {
         }
         const std::int64_t now = clock.wall_ms();
         for (const UnreadableRecord& u : loaded.unreadable) {
-            Flight f;
-            f.ref = *refs.at(u.id);
-            f.outcome = Outcome{Outcome::Kind::dead, u.id, f.ref.attempts, 0, u.reason, now};
-            flights.emplace(u.id, std::move(f));  // its key stays busy until that is written
+            const PendingRef& ref = *refs.at(u.id);
+            // Its key stays busy until that is written.
+            flights.decide(ref, Outcome{Outcome::Kind::dead, u.id, ref.attempts, 0, u.reason, now});
         }
         std::size_t made = 0;
         for (const Record& rec : loaded.records) {
@@ -748,30 +435,22 @@ struct Dispatcher::Impl {
             ++made;
         }
         for (const PendingRef& c : chosen) {
-            if (c.key && flights.count(c.id) == 0) {
-                busy_keys.erase(*c.key);
-                freed.insert(*c.key);
+            if (c.key && !flights.contains(c.id)) {
+                queue.free(*c.key);
             }
         }
         return made;
     }
 
     // Hands one record to the broker. False when the broker refused because it is not connected.
-    bool send(const Record& rec, PendingRef ref) {
-        const std::uint64_t s = ++seq;
-        ref.attempts = rec.attempts;
-        const auto now = clock.now();
-        Flight& f = flights[rec.id];
-        f = Flight{s, std::move(ref), now, now + opt.ack_timeout, std::nullopt};
-        f.alone = rec.id == suspect_id;
-        f.after_ack = acked_seq > 0;
-        if (f.ref.key) {
-            busy_keys.insert(*f.ref.key);
+    bool send(const Record& rec, const PendingRef& ref) {
+        if (ref.key) {
+            queue.mark_busy(*ref.key);
         }
-        ++sent;
+        const std::uint64_t s = flights.launch(ref, rec.attempts, rec.id == suspect.id());
         {
             std::lock_guard lock(mutex);
-            ++outstanding;
+            inbox.expect_one();
             ++stats.published;
         }
         try {
@@ -785,88 +464,35 @@ struct Dispatcher::Impl {
         return true;
     }
 
-    // ---- completions ----
+    // ---- outcomes ----
 
-    // Decides the outcome of a failed attempt.
-    Outcome failure(std::int64_t id, const Flight& f, const std::string& why) {
-        const std::uint32_t attempts = f.ref.attempts + 1;
-        const std::int64_t now = clock.wall_ms();
-        if (auto at = opt.retry.next_attempt_at(attempts, now, unit(rng))) {
-            return {Outcome::Kind::retry, id, attempts, *at, why, now};
-        }
-        return {Outcome::Kind::dead, id, attempts, 0, why, now};
-    }
-
-    // Collects completions and ack timeouts into decided flights. Returns how many were decided.
+    // Collects answers and ack timeouts into decided flights. Returns how many were decided.
     std::size_t collect(bool connected) {
-        std::vector<Completion> done;
+        std::vector<detail::Completion> answers;
         {
             std::lock_guard lock(mutex);
-            done.swap(completions);
-            completions_due = false;
+            answers = inbox.take();
         }
-        std::size_t decided = 0;
-        for (const Completion& c : done) {
-            auto it = flights.find(c.id);
-            if (it == flights.end() || it->second.seq != c.seq || it->second.outcome) {
-                continue;  // a late answer to a publish we already gave up on
-            }
-            Flight& f = it->second;
-            switch (c.result.status) {
-                case PublishResult::Status::delivered:
-                    acked_seq = std::max(acked_seq, f.seq);
-                    f.outcome = Outcome{Outcome::Kind::delivered, c.id, f.ref.attempts, 0, "",
-                                        clock.wall_ms()};
-                    break;
-                case PublishResult::Status::rejected:
-                    acked_seq = std::max(acked_seq, f.seq);
-                    f.outcome = failure(
-                        c.id, f,
-                        c.result.reason.empty() ? "rejected by the broker" : c.result.reason);
-                    break;
-                case PublishResult::Status::connection_lost:
-                    note_lost(c.id, f);
-                    if (f.ref.key) {
-                        busy_keys.erase(*f.ref.key);
-                    }
-                    flights.erase(it);
-                    --sent;
-                    reset_scan();
-                    {
-                        std::lock_guard lock(mutex);
-                        ++stats.connection_losses;
-                    }
-                    continue;
-            }
-            --sent;
-            ++decided;
-        }
-        if (connected) {
-            const auto now = clock.now();
-            for (auto& [id, f] : flights) {
-                if (!f.outcome && f.deadline <= now) {
-                    f.outcome = failure(id, f,
-                                        "no acknowledgement within " +
-                                            std::to_string(opt.ack_timeout.count()) + " ms");
-                    f.seq = 0;  // ignore the answer if it ever comes
-                    --sent;
-                    ++decided;
+        detail::FlightTable::Collected c = flights.collect(answers, connected);
+        if (!c.lost.empty()) {
+            for (const auto& [id, f] : c.lost) {
+                suspect.note_lost(id, f);
+                if (f.ref.key) {
+                    queue.release(*f.ref.key);
                 }
             }
+            queue.reset();
+            std::lock_guard lock(mutex);
+            stats.connection_losses += c.lost.size();
         }
-        return decided;
+        return c.decided;
     }
 
     // Writes decided outcomes, in batches of max_batch. On a storage error they stay decided
     // and are written by a later step: nothing is sent twice meanwhile.
     std::size_t write_outcomes() {
-        // Gathered first: finish() erases flights, which must not happen under an iteration.
-        std::vector<Outcome> decided;
-        for (const auto& [id, f] : flights) {
-            if (f.outcome) {
-                decided.push_back(*f.outcome);
-            }
-        }
+        // Gathered first: finish() removes flights.
+        const std::vector<Outcome> decided = flights.decided();
         std::size_t written = 0;
         std::vector<Outcome> batch;
         for (std::size_t i = 0; i < decided.size(); i += opt.max_batch) {
@@ -884,14 +510,9 @@ struct Dispatcher::Impl {
 
     // Bookkeeping once an outcome is in the database.
     void finish(const Outcome& o) {
-        auto it = flights.find(o.id);
-        if (it == flights.end()) {
+        std::optional<PendingRef> ref = flights.settle(o.id);
+        if (!ref) {
             return;
-        }
-        PendingRef ref = std::move(it->second.ref);
-        flights.erase(it);
-        if (ref.key) {
-            busy_keys.erase(*ref.key);
         }
         DispatchEvent e{DispatchEvent::Kind::delivered, o.id, o.attempts, 0, o.error};
         {
@@ -915,18 +536,18 @@ struct Dispatcher::Impl {
                     break;
             }
         }
-        if (o.id == suspect_id && o.kind != Outcome::Kind::retry) {
-            suspect_id = 0;  // answered, dead or expired: no longer a suspect
-            suspect_proven = false;
-        }
+        suspect.settled(o);
         if (o.kind == Outcome::Kind::retry) {
             // The record (and its key's later records) wait; it lies before the cursor, so it
-            // comes back through `dues`.
-            ref.attempts = o.attempts;
-            ref.next_attempt_at = o.next_attempt_at;
-            wait_for(ref, o.next_attempt_at);
-        } else if (ref.key) {
-            freed.insert(*ref.key);  // the key's next record may go
+            // comes back through the queue's due list.
+            if (ref->key) {
+                queue.release(*ref->key);
+            }
+            ref->attempts = o.attempts;
+            ref->next_attempt_at = o.next_attempt_at;
+            queue.wait_for(*ref, o.next_attempt_at);
+        } else if (ref->key) {
+            queue.free(*ref->key);  // the key's next record may go
         }
         emit(e);
     }
@@ -940,7 +561,7 @@ struct Dispatcher::Impl {
         const std::int64_t offset = wall - mono_ms(now);
         if (!clock_checked || offset < clock_offset - 1000) {
             store.clamp_retry_times(wall, opt.retry.max_backoff.count());
-            reset_scan();
+            queue.reset();
         }
         clock_offset = offset;
         clock_checked = true;
@@ -955,12 +576,11 @@ struct Dispatcher::Impl {
                 data_version = v;
                 // Another connection committed: new records (arrivals), or a requeue, which
                 // puts records before the pass position.
-                arrivals_due = true;
-                at_end = false;
+                queue.note_arrivals();
                 next_expiry_known = false;
                 if (r != requeues) {
                     requeues = r;
-                    reset_scan();
+                    queue.reset();
                 }
             }
             if (!next_expiry_known) {
@@ -968,11 +588,7 @@ struct Dispatcher::Impl {
                 next_expiry_known = true;
             }
             if (next_expiry && *next_expiry <= wall) {
-                std::vector<std::int64_t> in_flight;
-                for (const auto& [id, f] : flights) {
-                    in_flight.push_back(id);
-                }
-                for (std::int64_t id : store.expire_due(wall, in_flight)) {
+                for (std::int64_t id : store.expire_due(wall, flights.ids())) {
                     {
                         std::lock_guard lock(mutex);
                         ++stats.expired;
@@ -998,38 +614,36 @@ struct Dispatcher::Impl {
             if (wake_flag) {
                 // New records were committed in this process: arrivals, or ahead of the pass.
                 wake_flag = false;
-                arrivals_due = true;
-                at_end = false;
+                queue.note_arrivals();
                 next_expiry_known = false;  // they may carry a ttl
             }
             if (rescan_flag) {
                 rescan_flag = false;
-                reset_scan();  // requeued records lie before the cursor
+                queue.reset();  // requeued records lie before the cursor
             }
         }
         std::size_t work = 0;
         bool failed = false;
         try {
             keep_lease();
-            if (!lease_held) {
+            if (!lease.held()) {
                 // Answers to publishes given up with the lease: nothing to do with them.
                 std::lock_guard lock(mutex);
-                completions.clear();
-                completions_due = false;
+                inbox.discard();
                 return 0;
             }
             const bool connected = ensure_connected();
             work += collect(connected);
             housekeeping();
             // Publish first, then write: the broker works on the next publishes while the
-            // outcomes of the last ones go to disk. Decided records stay in `flights` until
-            // written, so the scan cannot pick them again meanwhile.
+            // outcomes of the last ones go to disk. Decided records stay in the flight table
+            // until written, so the queue cannot pick them again meanwhile.
             if (connected) {
                 work += publish_due();
             }
             work += write_outcomes();
-            if (sent == 0 && flights.empty() && (!queue_busy() || !connected) &&
-                !store.has_pending()) {
+            if (flights.sent() == 0 && flights.empty() &&
+                (!queue.has_more(clock.wall_ms()) || !connected) && !store.has_pending()) {
                 std::lock_guard lock(mutex);
                 idle_at_step = steps_started;
             }
@@ -1047,7 +661,7 @@ struct Dispatcher::Impl {
         }
         {
             std::lock_guard lock(mutex);
-            stats.in_flight = sent;
+            stats.in_flight = flights.sent();
         }
         drain_cv.notify_all();
         return work;
@@ -1056,25 +670,20 @@ struct Dispatcher::Impl {
     // The earliest moment the loop has something to do without being woken.
     Clock::time_point next_deadline() const {
         const auto now = clock.now();
-        if (!lease_held) {
-            return next_heartbeat;  // nothing else happens without the lease
+        if (!lease.held()) {
+            return lease.next_heartbeat();  // nothing else happens without the lease
         }
-        auto t = std::min(next_poll, next_heartbeat);
+        auto t = std::min(next_poll, lease.next_heartbeat());
         if (!was_connected) {
             t = std::min(t, next_connect);
-        } else if (sent < opt.window && queue_busy() && !suspect_blocks()) {
+        } else if (flights.sent() < opt.window && queue.has_more(clock.wall_ms()) &&
+                   !suspect.blocks(flights)) {
             t = now;  // the dispatch queue has more, and the window has room
         }
-        for (const auto& [id, f] : flights) {
-            if (!f.outcome) {
-                t = std::min(t, f.deadline);
-            } else {
-                // An outcome is waiting to be written after a storage error: try again soon,
-                // without spinning on a disk that stays full.
-                t = std::min(t, now + retry_pause());
-            }
+        if (const auto f = flights.next_deadline(now, retry_pause())) {
+            t = std::min(t, *f);
         }
-        if (const auto due = next_due()) {
+        if (const auto due = queue.next_due()) {
             t = std::min(t, now + Ms(std::clamp<std::int64_t>(*due - clock.wall_ms(), 0,
                                                               kMaxDuration.count())));
         }
@@ -1097,9 +706,8 @@ struct Dispatcher::Impl {
             }
             const auto wait = deadline - clock.now();
             if (wait > Clock::duration::zero()) {
-                cv.wait_for(lock, wait, [this] {
-                    return stop_flag || wake_flag || completions_due || conn_event;
-                });
+                cv.wait_for(lock, wait,
+                            [this] { return stop_flag || wake_flag || inbox.due() || conn_event; });
             }
             conn_event = false;
         }
@@ -1110,11 +718,11 @@ struct Dispatcher::Impl {
     void finish_up(std::chrono::steady_clock::time_point deadline) {
         using std::chrono::steady_clock;
         try {
-            while (sent > 0 && steady_clock::now() < deadline && broker.connected()) {
+            while (flights.sent() > 0 && steady_clock::now() < deadline && broker.connected()) {
                 {
                     std::unique_lock lock(mutex);
                     cv.wait_until(lock, std::min(deadline, steady_clock::now() + 50ms),
-                                  [this] { return !completions.empty(); });
+                                  [this] { return !inbox.empty(); });
                 }
                 collect(false);
                 write_outcomes();
@@ -1128,16 +736,12 @@ struct Dispatcher::Impl {
             deadline - steady_clock::now(), steady_clock::duration::zero())));
         // What is still undecided is pending in the database: sent again next time.
         flights.clear();
-        busy_keys.clear();
-        held.reset();  // found again (and held again) by the next start's pass
-        sent = 0;
+        queue.clear_busy();
+        suspect.forget_held();  // found again (and held again) by the next start's pass
         was_connected = false;
-        if (lease_held) {
-            store.release_lease(lease.owner);
-            lease_held = false;
-        }
+        lease.release();
         std::lock_guard lock(mutex);
-        outstanding = 0;
+        inbox.forget_outstanding();
         stats.connected = false;
         stats.in_flight = 0;
     }
@@ -1168,8 +772,8 @@ void Dispatcher::start() {
     if (s.running) {
         throw Error(ErrorKind::invalid_config, "Dispatcher::start() called twice without stop()");
     }
-    if (!s.lease_held) {
-        s.take_lease();  // throws LeaseHeld to the caller: a second dispatcher must know
+    if (!s.lease.held()) {
+        s.lease.take();  // throws LeaseHeld to the caller: a second dispatcher must know
     }
     {
         std::lock_guard lock(s.mutex);
@@ -1198,7 +802,7 @@ void Dispatcher::stop(std::chrono::milliseconds deadline) noexcept {
         s.thread.join();
         s.running = false;
     }
-    if (s.lease_held || s.was_connected || !s.flights.empty()) {
+    if (s.lease.held() || s.was_connected || !s.flights.empty()) {
         s.finish_up(until);
     }
     {
@@ -1210,8 +814,8 @@ void Dispatcher::stop(std::chrono::milliseconds deadline) noexcept {
 
 std::size_t Dispatcher::run_once() {
     Impl& s = *impl_;
-    if (!s.lease_ever) {
-        s.take_lease();
+    if (!s.lease.ever()) {
+        s.lease.take();
     }
     return s.step();
 }

@@ -1,8 +1,8 @@
 #include "outpost/retry_policy.hpp"
 
-#include <algorithm>
 #include <cmath>
 
+#include "backoff.hpp"
 #include "outpost/error.hpp"
 
 namespace outpost {
@@ -24,17 +24,8 @@ void RetryPolicy::validate() const {
 
 std::chrono::milliseconds RetryPolicy::backoff(std::uint32_t attempts,
                                                double jitter_sample) const noexcept {
-    const double cap = static_cast<double>(max_backoff.count());
-    // initial * multiplier^(attempts-1), computed in floating point and capped before it can
-    // overflow anything.
-    const double exponent = attempts == 0 ? 0.0 : static_cast<double>(attempts - 1);
-    double delay = static_cast<double>(initial_backoff.count()) * std::pow(multiplier, exponent);
-    if (!(delay <= cap)) {  // also catches inf/nan
-        delay = cap;
-    }
-    const double sample = std::clamp(jitter_sample, 0.0, 1.0);
-    delay *= 1.0 - jitter * sample;
-    return std::chrono::milliseconds(static_cast<std::int64_t>(std::llround(delay)));
+    return detail::Backoff{initial_backoff, max_backoff, multiplier, jitter}.delay(attempts,
+                                                                                   jitter_sample);
 }
 
 }  // namespace outpost
