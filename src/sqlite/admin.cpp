@@ -18,7 +18,10 @@
 #include "liveness.hpp"
 #include "outpost/error.hpp"
 #include "outpost/outbox.hpp"
+#include "record_codec.hpp"
 #include "schema.hpp"
+#include "sqlite_error.hpp"
+#include "transaction.hpp"
 
 namespace outpost {
 
