@@ -19,6 +19,7 @@
 #include "outpost/error.hpp"
 #include "outpost/outbox.hpp"
 #include "record_codec.hpp"
+#include "record_state_sql.hpp"
 #include "schema.hpp"
 #include "sqlite_error.hpp"
 #include "transaction.hpp"
@@ -30,6 +31,27 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr std::size_t kPurgeBatch = 1000;
+
+constexpr auto kTopTopicsText = "SELECT topic, count(*), sum(" + detail::sql::kIsPending +
+                                "), "
+                                "coalesce(sum(length(payload)), 0) FROM outpost_records "
+                                "GROUP BY topic ORDER BY count(*) DESC, topic LIMIT ?";
+constexpr const char* kTopTopics = kTopTopicsText.c_str();
+
+// The largest id through each partial index that, together, cover every record.
+constexpr auto kMaxIdPendingText =
+    "SELECT max(id) FROM outpost_records INDEXED BY outpost_records_dispatch WHERE " +
+    detail::sql::kDispatchIndexWhere;
+constexpr auto kMaxIdDoneText =
+    "SELECT max(id) FROM outpost_records INDEXED BY outpost_records_done WHERE " +
+    detail::sql::kDoneIndexWhere;
+constexpr const char* kMaxIdPending = kMaxIdPendingText.c_str();
+constexpr const char* kMaxIdDone = kMaxIdDoneText.c_str();
+
+constexpr auto kBadValuesText = "SELECT sum(" + detail::sql::kUnknownState +
+                                "), "
+                                "sum(qos NOT IN (0, 1, 2)) FROM outpost_records";
+constexpr const char* kBadValues = kBadValuesText.c_str();
 
 // The tables, indexes and columns schema version kSchemaVersion defines; check() looks for them.
 const char* const kTables[] = {"outpost_meta", "outpost_records", "outpost_lease"};
@@ -153,7 +175,7 @@ std::string filter_sql(const RecordFilter& f, bool by_id) {
 
 void bind_filter(SQLite::Statement& q, const RecordFilter& f) {
     if (f.state) {
-        q.bind(":state", static_cast<int>(*f.state));
+        q.bind(":state", detail::stored_state(*f.state));
     }
     if (f.topic_prefix) {
         q.bind(":prefix", *f.topic_prefix);
@@ -227,12 +249,8 @@ StoreCounts Admin::counts() {
 std::uint64_t Admin::count(RecordState state) {
     // Literal conditions, not bound values: SQLite only picks a partial index (WHERE state = 0,
     // WHERE state <> 0) when the query's WHERE visibly implies the index's.
-    const int s = static_cast<int>(state);
-    const std::string sql = state == RecordState::pending
-                                ? "SELECT count(*) FROM outpost_records WHERE state = 0"
-                                : "SELECT count(*) FROM outpost_records WHERE state <> 0 AND "
-                                  "state = " +
-                                      std::to_string(s);
+    const std::string sql =
+        "SELECT count(*) FROM outpost_records WHERE " + detail::sql::in_state(state);
     try {
         SQLite::Statement q(*impl_->db, sql);
         q.executeStep();
@@ -275,10 +293,7 @@ AdminStats Admin::stats(std::size_t top_topics) {
         s.counts = detail::count_records(*impl_->db);  // one statement, ended before the next
 
         if (top_topics > 0) {
-            SQLite::Statement t(*impl_->db,
-                                "SELECT topic, count(*), sum(state = 0), "
-                                "coalesce(sum(length(payload)), 0) FROM outpost_records "
-                                "GROUP BY topic ORDER BY count(*) DESC, topic LIMIT ?");
+            SQLite::Statement t(*impl_->db, kTopTopics);
             t.bind(1, static_cast<std::int64_t>(std::min<std::size_t>(top_topics, INT64_MAX)));
             while (t.executeStep()) {
                 TopicCount c;
@@ -393,8 +408,8 @@ std::size_t Admin::salvage(const RecordFilter& filter, std::int64_t after, std::
     // hold the ids in pages of their own.
     static const char* const kMaxQueries[] = {
         "SELECT max(id) FROM outpost_records",
-        "SELECT max(id) FROM outpost_records INDEXED BY outpost_records_dispatch WHERE state = 0",
-        "SELECT max(id) FROM outpost_records INDEXED BY outpost_records_done WHERE state <> 0",
+        kMaxIdPending,
+        kMaxIdDone,
     };
     std::int64_t max_id = 0;
     bool found = false;
@@ -510,8 +525,7 @@ std::size_t Admin::purge(RecordState state, std::optional<std::chrono::milliseco
         impl_->require_writable("purge");
     }
     // "state <> 0" repeats the partial index's condition so SQLite may use outpost_records_done.
-    std::string where =
-        "state <> 0 AND state = " + std::to_string(static_cast<int>(state)) + " AND id <= :last";
+    std::string where = detail::sql::in_state(state) + " AND id <= :last";
     if (older_than) {
         where += " AND coalesce(done_at, created_at) < :cutoff";
     }
@@ -646,9 +660,7 @@ CheckReport Admin::check(const std::string& path, bool quick) {
                 }
             }
             if (report.problems.empty()) {
-                SQLite::Statement bad(*db,
-                                      "SELECT sum(state NOT IN (0, 1, 2, 3)), "
-                                      "sum(qos NOT IN (0, 1, 2)) FROM outpost_records");
+                SQLite::Statement bad(*db, kBadValues);
                 bad.executeStep();
                 if (const auto n = bad.getColumn(0).getInt64(); n > 0) {
                     report.problems.push_back(std::to_string(n) + " records have an unknown state");

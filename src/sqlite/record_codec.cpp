@@ -8,6 +8,7 @@
 #include <string>
 
 #include "outpost/error.hpp"
+#include "record_state_sql.hpp"
 #include "sqlite_error.hpp"
 
 namespace outpost::detail {
@@ -22,7 +23,7 @@ StoreCounts count_records(SQLite::Database& db) {
             while (q.executeStep()) {
                 const auto n = static_cast<std::uint64_t>(q.getColumn(1).getInt64());
                 const auto bytes = static_cast<std::uint64_t>(q.getColumn(2).getDouble());
-                switch (static_cast<RecordState>(q.getColumn(0).getInt())) {
+                switch (state_from_stored(q.getColumn(0).getInt())) {
                     case RecordState::pending:
                         c.pending = n;
                         c.pending_bytes = bytes;
@@ -58,7 +59,7 @@ Record read_record(SQLite::Statement& row) {
     Record r;
     r.id = row.getColumn(0).getInt64();
     r.uid = row.getColumn(1).getString();
-    r.state = static_cast<RecordState>(row.getColumn(2).getInt());
+    r.state = state_from_stored(row.getColumn(2).getInt());
     r.message.topic = row.getColumn(3).getString();
     {
         const SQLite::Column c = row.getColumn(4);

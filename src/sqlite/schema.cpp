@@ -6,9 +6,11 @@
 
 #include <iterator>
 #include <string>
+#include <string_view>
 
 #include "outpost/error.hpp"
 #include "outpost/outbox.hpp"
+#include "record_state_sql.hpp"
 #include "sqlite_error.hpp"
 #include "transaction.hpp"
 
@@ -21,7 +23,7 @@ const char* const kRecordColumns =
 namespace {
 
 // Migration N brings the schema from version N-1 to N. Append only.
-const char* const kMigrations[] = {
+constexpr const char* kMigrations[] = {
     // 1: the first schema.
     R"sql(
 CREATE TABLE IF NOT EXISTS outpost_meta (
@@ -85,6 +87,25 @@ ALTER TABLE outpost_lease ADD COLUMN boot_id TEXT NOT NULL DEFAULT '';
 };
 
 static_assert(std::size(kMigrations) == kSchemaVersion, "one migration per schema version");
+
+// The shipped migrations keep their literal text; these tie each state condition in them to
+// the constant the queries use (record_state_sql.hpp), so neither can change alone.
+template <std::size_t N>
+constexpr bool migration_has(int number, const sql::Text<N>& text) {
+    return std::string_view(kMigrations[number - 1]).find(text.view()) != std::string_view::npos;
+}
+using S = RecordState;
+static_assert(migration_has(1, "    state           INTEGER NOT NULL DEFAULT " +
+                                   sql::state_value<S::pending>() + ",\n"));
+static_assert(migration_has(1, "ON outpost_records (priority DESC, id) WHERE " +
+                                   sql::kDispatchIndexWhere + ";\n"));
+static_assert(migration_has(1, "ON outpost_records (expires_at)\n    WHERE " +
+                                   sql::kExpiryIndexWhere + ";\n"));
+static_assert(migration_has(1, "ON outpost_records (state, done_at) WHERE " + sql::kDoneIndexWhere +
+                                   ";\n"));
+static_assert(migration_has(2, "ON outpost_records (msg_key, priority DESC, id)\n    WHERE " +
+                                   sql::kKeyIndexWhere + ";\n"));
+static_assert(migration_has(2, "    WHEN " + sql::kRequeuedWhen + "\nBEGIN"));
 
 bool table_exists(SQLite::Database& db, const char* name) {
     SQLite::Statement q(db, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?");
