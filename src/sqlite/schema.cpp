@@ -16,9 +16,11 @@
 
 namespace outpost::detail {
 
-const char* const kRecordColumns =
-    "id, uid, state, topic, payload, msg_key, qos, retain, priority, headers, content_type, "
-    "created_at, expires_at, attempts, next_attempt_at, last_error, done_at";
+// The list every SELECT of whole records has always used.
+static_assert(
+    std::string_view(kRecordColumns) ==
+    "id, uid, state, topic, payload, msg_key, qos, retain, priority, headers, "
+    "content_type, created_at, expires_at, attempts, next_attempt_at, last_error, done_at");
 
 namespace {
 
