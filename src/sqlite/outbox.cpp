@@ -10,8 +10,11 @@
 
 #include "outpost/error.hpp"
 #include "queries.hpp"
+#include "record_codec.hpp"
 #include "schema.hpp"
 #include "space.hpp"
+#include "sqlite_error.hpp"
+#include "transaction.hpp"
 #include "wake_registry.hpp"
 
 namespace outpost {

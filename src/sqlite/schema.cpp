@@ -1,23 +1,31 @@
+// The outpost schema: the numbered, append-only migrations that create the outpost_* tables,
+// the version check that refuses a file from a newer outpost, and the record column list.
 #include "schema.hpp"
 
-#include <sqlite3.h>
+#include <SQLiteCpp/Statement.h>
 
-#include <cstring>
+#include <iterator>
 #include <string>
+#include <string_view>
 
 #include "outpost/error.hpp"
 #include "outpost/outbox.hpp"
+#include "record_state_sql.hpp"
+#include "sqlite_error.hpp"
+#include "transaction.hpp"
 
 namespace outpost::detail {
 
-const char* const kRecordColumns =
-    "id, uid, state, topic, payload, msg_key, qos, retain, priority, headers, content_type, "
-    "created_at, expires_at, attempts, next_attempt_at, last_error, done_at";
+// The list every SELECT of whole records has always used.
+static_assert(
+    std::string_view(kRecordColumns) ==
+    "id, uid, state, topic, payload, msg_key, qos, retain, priority, headers, "
+    "content_type, created_at, expires_at, attempts, next_attempt_at, last_error, done_at");
 
 namespace {
 
 // Migration N brings the schema from version N-1 to N. Append only.
-const char* const kMigrations[] = {
+constexpr const char* kMigrations[] = {
     // 1: the first schema.
     R"sql(
 CREATE TABLE IF NOT EXISTS outpost_meta (
@@ -82,6 +90,25 @@ ALTER TABLE outpost_lease ADD COLUMN boot_id TEXT NOT NULL DEFAULT '';
 
 static_assert(std::size(kMigrations) == kSchemaVersion, "one migration per schema version");
 
+// The shipped migrations keep their literal text; these tie each state condition in them to
+// the constant the queries use (record_state_sql.hpp), so neither can change alone.
+template <std::size_t N>
+constexpr bool migration_has(int number, const sql::Text<N>& text) {
+    return std::string_view(kMigrations[number - 1]).find(text.view()) != std::string_view::npos;
+}
+using S = RecordState;
+static_assert(migration_has(1, "    state           INTEGER NOT NULL DEFAULT " +
+                                   sql::state_value<S::pending>() + ",\n"));
+static_assert(migration_has(1, "ON outpost_records (priority DESC, id) WHERE " +
+                                   sql::kDispatchIndexWhere + ";\n"));
+static_assert(migration_has(1, "ON outpost_records (expires_at)\n    WHERE " +
+                                   sql::kExpiryIndexWhere + ";\n"));
+static_assert(migration_has(1, "ON outpost_records (state, done_at) WHERE " + sql::kDoneIndexWhere +
+                                   ";\n"));
+static_assert(migration_has(2, "ON outpost_records (msg_key, priority DESC, id)\n    WHERE " +
+                                   sql::kKeyIndexWhere + ";\n"));
+static_assert(migration_has(2, "    WHEN " + sql::kRequeuedWhen + "\nBEGIN"));
+
 bool table_exists(SQLite::Database& db, const char* name) {
     SQLite::Statement q(db, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?");
     q.bind(1, name);
@@ -89,35 +116,6 @@ bool table_exists(SQLite::Database& db, const char* name) {
 }
 
 }  // namespace
-
-bool is_busy(int code) noexcept {
-    const int primary = code & 0xff;
-    return primary == SQLITE_BUSY || primary == SQLITE_LOCKED;
-}
-
-void rethrow_sqlite(const SQLite::Exception& e, const std::string& context) {
-    const int code = e.getExtendedErrorCode() > 0 ? e.getExtendedErrorCode() : e.getErrorCode();
-    const int primary = code & 0xff;
-    if (primary == SQLITE_NOTADB) {
-        throw SchemaError(context + ": the file is not a SQLite database (" + e.what() + ")", code);
-    }
-    if (primary == SQLITE_CORRUPT) {
-        throw StorageError(context + ": the database file is corrupt (" + e.what() + ")", false,
-                           code);
-    }
-    if (primary == SQLITE_FULL) {
-        throw StorageError(context + ": the disk is full (" + e.what() + ")", true, code);
-    }
-    if (primary == SQLITE_READONLY) {
-        throw StorageError(context + ": the database is read-only (" + e.what() + ")", false, code);
-    }
-    throw StorageError(context + ": " + e.what(), is_busy(code), code);
-}
-
-std::string pragma_value(SQLite::Database& db, const std::string& name) {
-    SQLite::Statement q(db, "PRAGMA " + name);
-    return q.executeStep() ? q.getColumn(0).getString() : std::string();
-}
 
 int stored_schema_version(SQLite::Database& db) {
     try {
@@ -169,154 +167,6 @@ void migrate(SQLite::Database& db) {
     } catch (const SQLite::Exception& e) {
         rethrow_sqlite(e, "creating the outpost tables");
     }
-}
-
-StoreCounts count_records(SQLite::Database& db) {
-    StoreCounts c;
-    try {
-        {  // finalized before the next statement: no read transaction spans both
-            SQLite::Statement q(db,
-                                "SELECT state, count(*), total(length(payload)), min(created_at) "
-                                "FROM outpost_records GROUP BY state");
-            while (q.executeStep()) {
-                const auto n = static_cast<std::uint64_t>(q.getColumn(1).getInt64());
-                const auto bytes = static_cast<std::uint64_t>(q.getColumn(2).getDouble());
-                switch (static_cast<RecordState>(q.getColumn(0).getInt())) {
-                    case RecordState::pending:
-                        c.pending = n;
-                        c.pending_bytes = bytes;
-                        c.oldest_pending_at = q.getColumn(3).getInt64();
-                        break;
-                    case RecordState::delivered:
-                        c.delivered = n;
-                        c.delivered_bytes = bytes;
-                        break;
-                    case RecordState::dead:
-                        c.dead = n;
-                        c.dead_bytes = bytes;
-                        break;
-                    case RecordState::expired:
-                        c.expired = n;
-                        c.expired_bytes = bytes;
-                        break;
-                }
-            }
-        }
-        SQLite::Statement dropped(
-            db, "SELECT CAST(value AS INTEGER) FROM outpost_meta WHERE name = 'dropped'");
-        if (dropped.executeStep()) {
-            c.dropped = static_cast<std::uint64_t>(dropped.getColumn(0).getInt64());
-        }
-    } catch (const SQLite::Exception& e) {
-        rethrow_sqlite(e, "counting outbox records");
-    }
-    return c;
-}
-
-Record read_record(SQLite::Statement& row) {
-    Record r;
-    r.id = row.getColumn(0).getInt64();
-    r.uid = row.getColumn(1).getString();
-    r.state = static_cast<RecordState>(row.getColumn(2).getInt());
-    r.message.topic = row.getColumn(3).getString();
-    {
-        const SQLite::Column c = row.getColumn(4);
-        const auto* p = static_cast<const std::byte*>(c.getBlob());
-        r.message.payload.assign(p, p + c.getBytes());
-    }
-    if (!row.getColumn(5).isNull()) {
-        r.message.key = row.getColumn(5).getString();
-    }
-    r.message.qos = row.getColumn(6).getInt();
-    r.message.retain = row.getColumn(7).getInt() != 0;
-    r.message.priority = row.getColumn(8).getInt();
-    if (!row.getColumn(9).isNull()) {
-        const SQLite::Column c = row.getColumn(9);
-        r.message.headers = decode_headers(c.getBlob(), static_cast<std::size_t>(c.getBytes()));
-    }
-    if (!row.getColumn(10).isNull()) {
-        r.message.content_type = row.getColumn(10).getString();
-    }
-    r.created_at = row.getColumn(11).getInt64();
-    if (!row.getColumn(12).isNull()) {
-        r.expires_at = row.getColumn(12).getInt64();
-        r.message.ttl = std::chrono::milliseconds(*r.expires_at - r.created_at);
-    }
-    r.attempts = static_cast<std::uint32_t>(row.getColumn(13).getInt64());
-    r.next_attempt_at = row.getColumn(14).getInt64();
-    if (!row.getColumn(15).isNull()) {
-        r.last_error = row.getColumn(15).getString();
-    }
-    if (!row.getColumn(16).isNull()) {
-        r.done_at = row.getColumn(16).getInt64();
-    }
-    return r;
-}
-
-namespace {
-void put_u32(std::vector<unsigned char>& out, std::uint32_t v) {
-    for (int i = 0; i < 4; ++i) {
-        out.push_back(static_cast<unsigned char>(v >> (8 * i)));
-    }
-}
-}  // namespace
-
-std::vector<unsigned char> encode_headers(const std::vector<Header>& headers) {
-    std::vector<unsigned char> out;
-    for (const Header& h : headers) {
-        for (const std::string* s : {&h.name, &h.value}) {
-            put_u32(out, static_cast<std::uint32_t>(s->size()));
-            out.insert(out.end(), s->begin(), s->end());
-        }
-    }
-    return out;
-}
-
-std::vector<Header> decode_headers(const void* data, std::size_t size) {
-    std::vector<Header> out;
-    const auto* p = static_cast<const unsigned char*>(data);
-    std::size_t pos = 0;
-    auto take = [&](std::string& s) {
-        if (size - pos < 4) {
-            throw StorageError("a stored record has malformed headers", false, 0);
-        }
-        std::uint32_t n = 0;
-        for (int i = 0; i < 4; ++i) {
-            n |= static_cast<std::uint32_t>(p[pos + i]) << (8 * i);
-        }
-        pos += 4;
-        if (size - pos < n) {
-            throw StorageError("a stored record has malformed headers", false, 0);
-        }
-        s.assign(reinterpret_cast<const char*>(p + pos), n);
-        pos += n;
-    };
-    while (pos < size) {
-        Header h;
-        take(h.name);
-        take(h.value);
-        out.push_back(std::move(h));
-    }
-    return out;
-}
-
-ImmediateTransaction::ImmediateTransaction(SQLite::Database& db) : db_(db) {
-    db_.exec("BEGIN IMMEDIATE");
-}
-
-ImmediateTransaction::~ImmediateTransaction() {
-    if (!done_) {
-        try {
-            db_.exec("ROLLBACK");
-        } catch (...) {
-            // Never throw from a destructor; SQLite rolls back by itself on some errors.
-        }
-    }
-}
-
-void ImmediateTransaction::commit() {
-    db_.exec("COMMIT");
-    done_ = true;
 }
 
 }  // namespace outpost::detail

@@ -16,8 +16,11 @@
 #include "outpost/error.hpp"
 #include "outpost/outbox.hpp"
 #include "queries.hpp"
+#include "record_codec.hpp"
 #include "schema.hpp"
 #include "space.hpp"
+#include "sqlite_error.hpp"
+#include "transaction.hpp"
 #include "wake_registry.hpp"
 
 namespace outpost {
@@ -66,18 +69,13 @@ struct SqliteStore::Impl {
           scan_lower_priority(db,
                               kSelect + "AND priority < ?1 ORDER BY priority DESC, id LIMIT ?2"),
           del(db, "DELETE FROM outpost_records WHERE id = ?"),
-          mark_delivered(db, "UPDATE outpost_records SET state = 1, done_at = ?2 WHERE id = ?1"),
-          mark_retry(db,
-                     "UPDATE outpost_records SET attempts = ?2, next_attempt_at = ?3, "
-                     "last_error = ?4 WHERE id = ?1 AND state = 0"),
-          mark_dead(db,
-                    "UPDATE outpost_records SET state = 2, attempts = ?2, last_error = ?3, "
-                    "done_at = ?4 WHERE id = ?1 AND state = 0"),
-          mark_expired(db,
-                       "UPDATE outpost_records SET state = 3, last_error = ?2, done_at = ?3 "
-                       "WHERE id = ?1 AND state = 0"),
+          mark_delivered(db, detail::sql::kMarkDelivered),
+          mark_retry(db, detail::sql::kMarkRetry),
+          mark_dead(db, detail::sql::kMarkDead),
+          mark_expired(db, detail::sql::kMarkExpired),
           load(db, std::string("SELECT ") + detail::kRecordColumns +
-                       " FROM outpost_records WHERE id = ? AND state = 0"),
+                       " FROM outpost_records WHERE id = ? AND " +
+                       std::string(detail::sql::kIsPending.view())),
           exists_pending(db, detail::sql::kExistsPending),
           data_version(db, "PRAGMA data_version"),
           freelist_count(db, "PRAGMA freelist_count"),
