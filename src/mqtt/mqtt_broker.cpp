@@ -1,13 +1,13 @@
 // MqttBroker: the MessageBroker contract on top of paho-mqtt-cpp 1.2 (checked against the
 // installed headers, not the newer online docs).
 //
-// Completions. Every publish gets a sequence number, kept with its callback in `outstanding`.
-// Whoever takes an entry out of that map (paho's acknowledgement, the connection-lost handler,
-// disconnect(), a publish that throws) is the one who calls its callback: that is how "done
-// exactly once" holds whatever order paho's threads report things in. paho does not always fail
-// every in-flight token when the socket dies (measured: 2 of 5,018 never completed), so the map,
-// not paho, decides what is outstanding, and a late answer from an earlier connection finds its
-// sequence number gone.
+// Completions. Every publish gets a sequence number, kept with its callback in `ledger`
+// (publish_ledger.hpp). Whoever takes an entry out of it (paho's acknowledgement, the
+// connection-lost handler, disconnect(), a publish that throws) is the one who calls its
+// callback: that is how "done exactly once" holds whatever order paho's threads report things in.
+// paho does not always fail every in-flight token when the socket dies (measured: 2 of 5,018 never
+// completed), so the ledger, not paho, decides what is outstanding, and a late answer from an
+// earlier connection finds its sequence number gone.
 //
 // One paho client, reused. Measured with paho-c 1.3.12: a client connects in ~10 ms when it is
 // the only one in the process, but in 1-2 s while another client object exists (its network
@@ -36,6 +36,7 @@
 #include <utility>
 
 #include "outpost/error.hpp"
+#include "publish_ledger.hpp"
 #include "reason_codes.hpp"
 #include "tls_probe.hpp"
 
@@ -46,6 +47,7 @@ namespace {
 using std::chrono::milliseconds;
 using steady = std::chrono::steady_clock;
 using mqtt_detail::ServerLimits;
+using Ledger = detail::PublishLedger;
 
 // paho-mqtt-cpp 1.2 caps its command queue at 100 publishes as soon as create options are given,
 // even while connected (NOTES.md: publish throws -12). The dispatcher's window is the real bound
@@ -112,12 +114,6 @@ struct MqttBroker::Impl {
         mqtt::async_client paho;
     };
 
-    struct Pending {
-        PublishCallback done;
-        int qos = 0;
-        bool sent = false;  // handed to paho (false while held back by the receive maximum)
-    };
-
     // A publish held back because the server's receive maximum is reached.
     struct Held {
         std::uint64_t seq;
@@ -127,7 +123,7 @@ struct MqttBroker::Impl {
     // Marks a paho thread inside one of our entry points (connection lost, DISCONNECT, a
     // publish's answer), from which the caller's callbacks run. disconnect() waits until none
     // is left (wait_for_callbacks()). Taken first thing, before the entry point looks at `up`
-    // or `outstanding` under `mutex`: an entry point that still finds work there is counted
+    // or `ledger` under `mutex`: an entry point that still finds work there is counted
     // before disconnect() clears it, and one that comes later finds nothing to report.
     class CallbackScope {
       public:
@@ -168,36 +164,30 @@ struct MqttBroker::Impl {
     // Completes publish `seq` with `result` unless someone else already did, then hands paho
     // the held-back publishes its slot makes room for.
     void finish(std::uint64_t seq, const PublishResult& result) {
-        std::optional<Pending> p;
+        std::optional<Ledger::Entry> p;
         std::vector<Held> release;
         {
             std::lock_guard lock(mutex);
-            auto it = outstanding.find(seq);
-            if (it == outstanding.end()) {
+            p = ledger.take(seq);
+            if (!p) {
                 return;
             }
-            p = std::move(it->second);
-            outstanding.erase(it);
             if (p->sent && p->qos > 0 && in_flight > 0) {
                 --in_flight;
             }
             release = take_releasable();
-            if (outstanding.empty()) {
+            if (ledger.empty()) {
                 drained.notify_all();
             }
         }
-        complete(*p, result);
+        Ledger::complete(*p, result);
         send_all(release);
     }
 
     // The qos of publish `seq` while it is outstanding, else nullopt (already completed).
     std::optional<int> qos_of(std::uint64_t seq) const {
         std::lock_guard lock(mutex);
-        auto it = outstanding.find(seq);
-        if (it == outstanding.end()) {
-            return std::nullopt;
-        }
-        return it->second.qos;
+        return ledger.qos_of(seq);
     }
 
     // Caller holds `mutex`. Moves held publishes into flight while the receive maximum allows.
@@ -206,11 +196,9 @@ struct MqttBroker::Impl {
         while (!held.empty() && in_flight < limits.receive_maximum) {
             Held h = std::move(held.front());
             held.pop_front();
-            auto it = outstanding.find(h.seq);
-            if (it == outstanding.end()) {
+            if (!ledger.mark_sent(h.seq)) {
                 continue;  // completed meanwhile (connection lost)
             }
-            it->second.sent = true;
             ++in_flight;
             out.push_back(std::move(h));
         }
@@ -259,28 +247,6 @@ struct MqttBroker::Impl {
         }
     }
 
-    static void complete(Pending& p, const PublishResult& result) {
-        if (p.done) {
-            p.done(result);
-        }
-    }
-
-    // Completes everything in `batch` in publish order, so the dispatcher sees losses in the
-    // order it published. Never throws (a throwing callback must not starve the others).
-    static void complete_all(std::unordered_map<std::uint64_t, Pending>& batch,
-                             const PublishResult& result) noexcept {
-        std::vector<std::pair<std::uint64_t, Pending>> ordered(
-            std::make_move_iterator(batch.begin()), std::make_move_iterator(batch.end()));
-        std::sort(ordered.begin(), ordered.end(),
-                  [](const auto& a, const auto& b) { return a.first < b.first; });
-        for (auto& entry : ordered) {
-            try {
-                complete(entry.second, result);
-            } catch (...) {
-            }
-        }
-    }
-
     void notify(bool up_now, const std::string& reason) noexcept {
         std::shared_ptr<ConnectionHandler> h;
         {
@@ -298,7 +264,7 @@ struct MqttBroker::Impl {
     // paho's connection-lost or (MQTT 5) DISCONNECT callback, on a paho thread.
     void on_lost(const char* what, const std::string& detail) {
         CallbackScope scope(*this);
-        std::unordered_map<std::uint64_t, Pending> failed;
+        Ledger::Batch failed;
         std::string reason;
         {
             std::lock_guard lock(mutex);
@@ -311,12 +277,12 @@ struct MqttBroker::Impl {
             up.store(false);
             reason = "connection to " + current_server + " " + what +
                      (detail.empty() ? "" : ": " + detail);
-            failed.swap(outstanding);
+            failed = ledger.take_all();
             held.clear();
             in_flight = 0;
             drained.notify_all();
         }
-        complete_all(failed, PublishResult::lost(reason));
+        Ledger::complete_all(failed, PublishResult::lost(reason));
         notify(false, reason);
     }
 
@@ -621,8 +587,7 @@ struct MqttBroker::Impl {
             // Still connected: let what is outstanding (held-back publishes included, they
             // flow as acknowledgements free slots) be answered, up to the deadline.
             std::unique_lock lock(mutex);
-            drained.wait_until(lock, deadline,
-                               [this] { return outstanding.empty() || !up.load(); });
+            drained.wait_until(lock, deadline, [this] { return ledger.empty() || !up.load(); });
             was_up = up.exchange(false);
             server_uri = current_server;
         }
@@ -637,15 +602,15 @@ struct MqttBroker::Impl {
                 // Already gone: whatever is outstanding is lost, reported below.
             }
         }
-        std::unordered_map<std::uint64_t, Pending> failed;
+        Ledger::Batch failed;
         {
             std::lock_guard lock(mutex);
-            failed.swap(outstanding);
+            failed = ledger.take_all();
             held.clear();
             in_flight = 0;
         }
         const std::string reason = "disconnected from " + server_uri;
-        complete_all(failed, PublishResult::lost(reason + " before an acknowledgement"));
+        Ledger::complete_all(failed, PublishResult::lost(reason + " before an acknowledgement"));
         if (was_up) {
             notify(false, reason);
         }
@@ -656,7 +621,7 @@ struct MqttBroker::Impl {
     // paho thread may still be completing the publishes it failed (or telling the connection
     // handler) when disconnect() finds nothing left to do, and the caller (the Dispatcher's
     // stop()) may free what those callbacks point to as soon as disconnect() returns. `up` is
-    // false and `outstanding` empty by now, so no new callback can start: each entry point was
+    // false and `ledger` empty by now, so no new callback can start: each entry point was
     // either counted before it looked, or finds nothing. Not from inside a callback (the
     // contract forbids calling disconnect() there; this keeps a mistake from hanging).
     void wait_for_callbacks() noexcept {
@@ -706,9 +671,9 @@ struct MqttBroker::Impl {
         try {
             msg = to_message(record);
         } catch (const mqtt::exception& e) {
-            Pending p{std::move(done), qos};
-            complete(p, mqtt_detail::publish_failure(e.get_return_code(), e.get_message(),
-                                                     server_copy()));
+            Ledger::Entry p{std::move(done), qos};
+            Ledger::complete(p, mqtt_detail::publish_failure(e.get_return_code(), e.get_message(),
+                                                             server_copy()));
             return;
         }
 
@@ -720,20 +685,18 @@ struct MqttBroker::Impl {
             if (up.load() && client) {
                 refusal = mqtt_detail::local_refusal(record, limits, mqtt5(), options.id_property);
                 if (!refusal) {
-                    seq = ++next_seq;
-                    Pending p{std::move(done), qos};
                     // With a stream of acknowledgements coming, the publish waits for the next
                     // one and paho's receive thread sends it (finish()): one thread less
                     // fighting over paho's global lock, measured +10-15% drain rate.
-                    if (qos == 0 || (held.empty() && in_flight < limits.receive_maximum &&
-                                     in_flight < kHandOffInFlight)) {
-                        p.sent = true;
+                    send_now = qos == 0 || (held.empty() && in_flight < limits.receive_maximum &&
+                                            in_flight < kHandOffInFlight);
+                    if (send_now) {
                         in_flight += qos > 0 ? 1 : 0;
-                        send_now = true;
-                    } else {
+                    }
+                    seq = ledger.add(std::move(done), qos, send_now);
+                    if (!send_now) {
                         held.push_back(Held{seq, msg});
                     }
-                    outstanding.emplace(seq, std::move(p));
                 }
             }
         }
@@ -741,13 +704,14 @@ struct MqttBroker::Impl {
             // Sending it would make the server close the connection (a packet too large, a QoS
             // or retain the CONNACK ruled out, a string MQTT forbids), and the dispatcher would
             // send it again after every reconnect without counting an attempt.
-            Pending p{std::move(done), qos};
-            complete(p, *refusal);
+            Ledger::Entry p{std::move(done), qos};
+            Ledger::complete(p, *refusal);
             return;
         }
         if (seq == 0) {
-            Pending p{std::move(done), qos};
-            complete(p, PublishResult::lost("not connected to " + server_list(options.servers)));
+            Ledger::Entry p{std::move(done), qos};
+            Ledger::complete(
+                p, PublishResult::lost("not connected to " + server_list(options.servers)));
             return;
         }
         if (send_now) {
@@ -805,9 +769,8 @@ struct MqttBroker::Impl {
     const Clock& clock;
 
     mutable std::mutex mutex;
-    std::unordered_map<std::uint64_t, Pending> outstanding;
-    std::condition_variable drained;  // notified when `outstanding` becomes empty
-    std::uint64_t next_seq = 0;
+    Ledger ledger;                    // every publish not yet completed
+    std::condition_variable drained;  // notified when `ledger` becomes empty
     std::atomic<bool> up{false};
     bool lost_while_down = false;
     std::string current_server;  // the URI of the current (or last) connection
