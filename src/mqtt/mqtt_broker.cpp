@@ -29,12 +29,12 @@
 #include <cstdint>
 #include <deque>
 #include <fstream>
-#include <limits>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
 #include <utility>
 
+#include "message_mapping.hpp"
 #include "outpost/error.hpp"
 #include "publish_ledger.hpp"
 #include "reason_codes.hpp"
@@ -634,42 +634,11 @@ struct MqttBroker::Impl {
 
     // --- publishing ------------------------------------------------------------------------------
 
-    mqtt::message_ptr to_message(const Record& r) const {
-        const Message& m = r.message;
-        auto msg = mqtt::make_message(m.topic, m.payload.data(), m.payload.size(), m.qos, m.retain);
-        if (!mqtt5()) {
-            return msg;
-        }
-        mqtt::properties props;
-        for (const Header& h : m.headers) {
-            props.add(mqtt::property(mqtt::property::USER_PROPERTY, h.name, h.value));
-        }
-        if (!options.id_property.empty()) {
-            props.add(mqtt::property(mqtt::property::USER_PROPERTY, options.id_property, r.uid));
-        }
-        if (m.content_type) {
-            props.add(mqtt::property(mqtt::property::CONTENT_TYPE, *m.content_type));
-        }
-        if (r.expires_at) {
-            // Seconds left, rounded up, at least 1: an interval of 0 is not "expired" in MQTT,
-            // and the dispatcher already filtered what expired before it claimed the record.
-            const std::int64_t left_ms = *r.expires_at - clock.wall_ms();
-            std::int64_t secs = left_ms <= 0 ? 1 : (left_ms + 999) / 1000;
-            secs = std::clamp<std::int64_t>(secs, 1, std::numeric_limits<std::int32_t>::max());
-            props.add(mqtt::property(mqtt::property::MESSAGE_EXPIRY_INTERVAL,
-                                     static_cast<std::int32_t>(secs)));
-        }
-        if (!props.empty()) {
-            msg->set_properties(std::move(props));
-        }
-        return msg;
-    }
-
     void publish(const Record& record, PublishCallback done) {
         const int qos = record.message.qos;
         mqtt::message_ptr msg;
         try {
-            msg = to_message(record);
+            msg = mqtt_detail::to_message(record, mqtt5(), options.id_property, clock);
         } catch (const mqtt::exception& e) {
             Ledger::Entry p{std::move(done), qos};
             Ledger::complete(p, mqtt_detail::publish_failure(e.get_return_code(), e.get_message(),
