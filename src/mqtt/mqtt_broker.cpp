@@ -28,17 +28,16 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
-#include <fstream>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
 #include <utility>
 
+#include "connect_options.hpp"
 #include "message_mapping.hpp"
 #include "outpost/error.hpp"
 #include "publish_ledger.hpp"
 #include "reason_codes.hpp"
-#include "tls_probe.hpp"
 
 namespace outpost {
 
@@ -49,13 +48,6 @@ using steady = std::chrono::steady_clock;
 using mqtt_detail::ServerLimits;
 using Ledger = detail::PublishLedger;
 
-// paho-mqtt-cpp 1.2 caps its command queue at 100 publishes as soon as create options are given,
-// even while connected (NOTES.md: publish throws -12). The dispatcher's window is the real bound
-// (at most 65,535), so this only has to stay out of the way.
-constexpr int kMaxBufferedMessages = 1 << 20;
-// paho's own in-flight cap; the dispatcher's window is the throttle (NOTES.md).
-constexpr int kMaxInflight = 65535;
-
 // From this many QoS 1/2 publishes in flight on, a new publish is held back and sent by paho's
 // receive thread when the next acknowledgement arrives (see publish()). Below it (a trickle, the
 // latency case) publish() sends at once: a lone publish never waits for someone else's answer.
@@ -63,30 +55,6 @@ constexpr std::size_t kHandOffInFlight = 8;
 
 // What destroying a paho client may take (paho stops its threads in 100 ms steps).
 constexpr std::chrono::milliseconds kDestroyTime{500};
-
-bool is_tls_uri(const std::string& uri) {
-    return uri.starts_with("ssl://") || uri.starts_with("mqtts://") || uri.starts_with("wss://");
-}
-
-std::string server_list(const std::vector<std::string>& servers) {
-    if (servers.size() == 1) {
-        return servers.front();
-    }
-    std::string out = "any of ";
-    for (std::size_t i = 0; i < servers.size(); ++i) {
-        out += (i ? ", " : "") + servers[i];
-    }
-    return out;
-}
-
-// Empty when `path` can be opened for reading, else a sentence saying why not.
-std::string unreadable(const std::string& what, const std::string& path) {
-    std::ifstream in(path);
-    if (in) {
-        return {};
-    }
-    return what + " \"" + path + "\" cannot be read";
-}
 
 }  // namespace
 
@@ -232,7 +200,8 @@ struct MqttBroker::Impl {
     // Caller holds `client_mutex`. nullopt once paho took the publish, else why it did not.
     std::optional<PublishResult> try_send(std::uint64_t seq, const mqtt::message_ptr& msg) {
         if (!client) {
-            return PublishResult::lost("not connected to " + server_list(options.servers));
+            return PublishResult::lost("not connected to " +
+                                       mqtt_detail::server_list(options.servers));
         }
         try {
             client->paho.publish(msg, reinterpret_cast<void*>(static_cast<std::uintptr_t>(seq)),
@@ -288,139 +257,16 @@ struct MqttBroker::Impl {
 
     // --- connecting ------------------------------------------------------------------------------
 
-    // OpenSSL's words for a failed TLS connect (paho says only "TCP/TLS connect failure"):
-    // the first TLS server that accepts TCP but not the handshake. "" when none.
-    std::string tls_failure(int paho_rc, steady::time_point deadline) const {
-        if (paho_rc != -1 || !any_tls()) {
-            return "";
-        }
-        for (const std::string& uri : options.servers) {
-            const auto left = std::chrono::duration_cast<milliseconds>(deadline - steady::now());
-            if (!is_tls_uri(uri) || left <= milliseconds(0)) {
-                continue;
-            }
-            std::string text = mqtt_detail::probe_tls_failure(uri, options.tls, left / 2);
-            if (!text.empty()) {
-                return text;
-            }
-        }
-        return "";
-    }
-
-    mqtt::connect_options connect_options_for(milliseconds timeout) {
-        mqtt::connect_options c;
-        c.set_mqtt_version(static_cast<int>(options.version));
-        // paho rejects the flag of the other version (-16), so each version gets its own.
-        if (mqtt5()) {
-            c.set_clean_start(options.clean_start);
-        } else {
-            c.set_clean_session(options.clean_start);
-        }
-        c.set_keep_alive_interval(static_cast<int>(options.keepalive.count()));
-        c.set_automatic_reconnect(false);
-        c.set_max_inflight(kMaxInflight);
-
-        // paho's timeout is per server, in whole seconds, and checked about once a second; ours
-        // is for the whole list. Rounding down lets paho give up on its own near our deadline
-        // in the common case; when it cannot (under 1 s a server), our deadline wins.
-        const auto n = static_cast<milliseconds::rep>(options.servers.size());
-        const milliseconds share = std::min(options.connect_timeout, timeout / n);
-        c.set_connect_timeout(
-            static_cast<int>(std::max<milliseconds::rep>(1, share.count() / 1000)));
-
-        c.set_servers(std::make_shared<mqtt::string_collection>(options.servers));
-        if (options.username) {
-            c.set_user_name(*options.username);
-        }
-        if (options.password) {
-            c.set_password(*options.password);
-        }
-        if (options.will) {
-            mqtt::will_options will(options.will->topic, options.will->payload, options.will->qos,
-                                    options.will->retain);
-            c.set_will(std::move(will));
-        }
-        return c;
-    }
-
-    // paho answers "host:port" for the server it reached; the caller knows it by its URI.
-    std::string configured_uri(const std::string& reached) const {
-        if (reached.empty()) {
-            return options.servers.front();
-        }
-        for (const std::string& uri : options.servers) {
-            const auto sep = uri.find("://");
-            if (uri == reached || (sep != std::string::npos && uri.substr(sep + 3) == reached)) {
-                return uri;
-            }
-        }
-        return reached;
-    }
-
-    mqtt::ssl_options ssl_options() const {
-        const MqttTls& t = options.tls;
-        mqtt::ssl_options ssl;
-        if (!t.ca_file.empty()) {
-            ssl.set_trust_store(t.ca_file);
-        }
-        if (!t.ca_path.empty()) {
-            ssl.ca_path(t.ca_path);
-        }
-        if (!t.cert_file.empty()) {
-            ssl.set_key_store(t.cert_file);
-        }
-        if (!t.key_file.empty()) {
-            ssl.set_private_key(t.key_file);
-        }
-        if (!t.key_password.empty()) {
-            ssl.set_private_key_password(t.key_password);
-        }
-        // Both switches: the chain (enableServerCertAuth) and the host name (verify).
-        ssl.set_enable_server_cert_auth(!t.insecure);
-        ssl.set_verify(!t.insecure);
-        // No ssl.set_error_handler(): paho-mqtt-cpp 1.2 hands OpenSSL a pointer to a dead copy
-        // as its context. A failed TLS connect is diagnosed by probe_tls_failure() instead.
-        return ssl;
-    }
-
-    bool any_tls() const {
-        return std::any_of(options.servers.begin(), options.servers.end(), is_tls_uri);
-    }
-
-    void check_tls_files() const {
-        if (!any_tls()) {
-            return;
-        }
-        const MqttTls& t = options.tls;
-        std::string problem;
-        if (!t.ca_file.empty()) {
-            problem = unreadable("tls.ca_file", t.ca_file);
-        }
-        if (problem.empty() && !t.cert_file.empty()) {
-            problem = unreadable("tls.cert_file", t.cert_file);
-        }
-        if (problem.empty() && !t.key_file.empty()) {
-            problem = unreadable("tls.key_file", t.key_file);
-        }
-        if (!problem.empty()) {
-            throw BrokerError("cannot connect to " + server_list(options.servers) + ": " + problem,
-                              false);
-        }
-    }
-
     void make_client() {
-        mqtt::create_options create(static_cast<int>(options.version));
-        create.set_max_buffered_messages(kMaxBufferedMessages);
-        // No offline buffer: a publish while disconnected must fail at once (-3), because the
-        // outbox table is the only store.
-        create.set_send_while_disconnected(false);
+        const mqtt::create_options create = mqtt_detail::create_options_for(options);
         try {
             auto fresh = std::make_unique<Client>(*this, create);
             std::lock_guard lock(client_mutex);
             client = std::move(fresh);
         } catch (const mqtt::exception& e) {
-            throw BrokerError("cannot connect to " + server_list(options.servers) + ": " + e.what(),
-                              false, e.get_return_code());
+            throw BrokerError(
+                "cannot connect to " + mqtt_detail::server_list(options.servers) + ": " + e.what(),
+                false, e.get_return_code());
         }
         client->paho.set_connection_lost_handler(
             [this](const std::string& cause) { on_lost("lost", cause); });
@@ -456,35 +302,6 @@ struct MqttBroker::Impl {
         old.reset();
     }
 
-    // What an MQTT 5 CONNACK announces. paho-c 1.3.12 stops sending once the server's receive
-    // maximum is reached and only looks again on its 1 s timer (measured: 20 messages a second
-    // against a default mosquitto, whose receive maximum is 20), so MqttBroker keeps the count
-    // itself and hands the next publish over as soon as an acknowledgement frees a slot. paho
-    // does not act on Maximum QoS, Retain Available or Maximum Packet Size either: publish()
-    // does (mqtt_detail::local_refusal).
-    ServerLimits limits_from(const mqtt::properties& props) const {
-        ServerLimits l;
-        if (!mqtt5()) {
-            return l;
-        }
-        if (props.contains(mqtt::property::RECEIVE_MAXIMUM)) {
-            const auto v = mqtt::get<std::uint16_t>(props, mqtt::property::RECEIVE_MAXIMUM);
-            l.receive_maximum = std::max<std::size_t>(1, v);
-        }
-        if (props.contains(mqtt::property::MAXIMUM_PACKET_SIZE)) {
-            l.maximum_packet_size =
-                mqtt::get<std::uint32_t>(props, mqtt::property::MAXIMUM_PACKET_SIZE);
-        }
-        if (props.contains(mqtt::property::MAXIMUM_QOS)) {
-            l.maximum_qos = mqtt::get<std::uint8_t>(props, mqtt::property::MAXIMUM_QOS);
-        }
-        if (props.contains(mqtt::property::RETAIN_AVAILABLE)) {
-            l.retain_available =
-                mqtt::get<std::uint8_t>(props, mqtt::property::RETAIN_AVAILABLE) != 0;
-        }
-        return l;
-    }
-
     // One connect attempt on the current client; throws BrokerError.
     void attempt_connect(const mqtt::connect_options& copts, steady::time_point deadline,
                          milliseconds timeout, const std::string& target, std::string& server_uri,
@@ -501,13 +318,14 @@ struct MqttBroker::Impl {
                                   true);
             }
             const mqtt::connect_response response = tok->get_connect_response();
-            server_uri = configured_uri(response.get_server_uri());
-            limits = limits_from(response.get_properties());
+            server_uri = mqtt_detail::configured_uri(options, response.get_server_uri());
+            limits = mqtt_detail::limits_from(response.get_properties(), mqtt5());
         } catch (const mqtt::exception& e) {
             const int rc = e.get_return_code();
-            const auto failure = rc > 0 ? mqtt_detail::classify_connack(rc, mqtt5())
-                                        : mqtt_detail::classify_connect_error(
-                                              rc, e.get_message(), tls_failure(rc, deadline));
+            const auto failure =
+                rc > 0 ? mqtt_detail::classify_connack(rc, mqtt5())
+                       : mqtt_detail::classify_connect_error(
+                             rc, e.get_message(), mqtt_detail::tls_failure(options, rc, deadline));
             throw BrokerError("cannot connect to " + target + ": " + failure.reason,
                               failure.transient, rc);
         }
@@ -518,8 +336,8 @@ struct MqttBroker::Impl {
             return;
         }
         const auto deadline = steady::now() + timeout;
-        const std::string target = server_list(options.servers);
-        check_tls_files();
+        const std::string target = mqtt_detail::server_list(options.servers);
+        mqtt_detail::check_tls_files(options);
         if (client && client->poisoned) {
             destroy_client(milliseconds(0));
         }
@@ -538,10 +356,7 @@ struct MqttBroker::Impl {
             lost_while_down = false;
         }
 
-        mqtt::connect_options copts = connect_options_for(timeout);
-        if (any_tls()) {
-            copts.set_ssl(ssl_options());
-        }
+        const mqtt::connect_options copts = mqtt_detail::connect_options_for(options, timeout);
 
         std::string server_uri;
         ServerLimits limits;
@@ -679,8 +494,8 @@ struct MqttBroker::Impl {
         }
         if (seq == 0) {
             Ledger::Entry p{std::move(done), qos};
-            Ledger::complete(
-                p, PublishResult::lost("not connected to " + server_list(options.servers)));
+            Ledger::complete(p, PublishResult::lost("not connected to " +
+                                                    mqtt_detail::server_list(options.servers)));
             return;
         }
         if (send_now) {
