@@ -59,6 +59,60 @@ constexpr std::chrono::milliseconds kDestroyTime{500};
 }  // namespace
 
 struct MqttBroker::Impl {
+    // --- Data members, grouped by the lock that guards them ------------------------------------
+
+    class PublishListener;  // the nested types the members name are defined below them
+    struct Client;
+    class CallbackScope;
+
+    // A publish held back because the server's receive maximum is reached.
+    struct Held {
+        std::uint64_t seq;
+        mqtt::message_ptr msg;
+    };
+
+    // Set by the constructor, read-only afterwards: any thread, no lock.
+    MqttOptions options;
+    const Clock& clock;
+
+    // Guarded by `mutex`: the publishes not yet completed and the state of the connection they
+    // were sent on, changed together (a loss fails what is outstanding and marks the connection
+    // down in one step). Taken by the caller's thread and paho's threads, never held while paho
+    // is called or a callback of the caller's runs.
+    mutable std::mutex mutex;
+    Ledger ledger;                    // every publish not yet completed (publish_ledger.hpp)
+    std::condition_variable drained;  // notified when `ledger` becomes empty or the link goes
+    std::atomic<bool> up{false};      // written under `mutex`; connected() reads it without
+    bool lost_while_down = false;     // a loss reported while connect() was still deciding
+    std::string current_server;       // the URI of the current (or last) connection
+    ServerLimits limits;              // from the CONNACK of the current connection
+    // Flow control for the server's receive maximum, which paho leaves to us (limits_from() in
+    // connect_options.cpp says why): publish(), finish() and take_releasable().
+    std::size_t in_flight = 0;  // QoS 1/2 publishes handed to paho
+    std::deque<Held> held;      // QoS 1/2 publishes waiting for a slot
+
+    // Guarded by `handler_mutex`: replaced by set_connection_handler() (any thread), copied out
+    // by notify() before the call, so the handler never runs with the lock held.
+    std::mutex handler_mutex;
+    std::shared_ptr<ConnectionHandler> handler;
+
+    // paho threads inside our entry points (CallbackScope), and how disconnect() waits them out.
+    // The count is atomic; `callback_mutex` only pairs with `callbacks_idle`.
+    std::atomic<int> callbacks_running{0};
+    std::mutex callback_mutex;
+    std::condition_variable callbacks_idle;
+    // Per thread, no lock: the broker whose entry point this thread runs, if any.
+    static thread_local const Impl* inside_callback;
+
+    // Guarded by `client_mutex` against the receive thread's sends (finish() -> send_all()).
+    // Replaced only by connect() and the destructor, on the caller's thread, which reads it
+    // without the lock otherwise.
+    std::mutex client_mutex;
+    // Last member: destroyed first (the destructor destroys it explicitly anyway).
+    std::unique_ptr<Client> client;
+
+    // --- Types -----------------------------------------------------------------------------------
+
     // One listener for every publish: the sequence number travels as paho's user context, so
     // nothing per message has to outlive the publish() call on our side.
     class PublishListener final : public mqtt::iaction_listener {
@@ -80,12 +134,6 @@ struct MqttBroker::Impl {
         bool poisoned = false;  // a connect attempt on it was abandoned (see the top of the file)
         // Last member: destroyed first, so no paho callback can outlive what it points to.
         mqtt::async_client paho;
-    };
-
-    // A publish held back because the server's receive maximum is reached.
-    struct Held {
-        std::uint64_t seq;
-        mqtt::message_ptr msg;
     };
 
     // Marks a paho thread inside one of our entry points (connection lost, DISCONNECT, a
@@ -113,8 +161,8 @@ struct MqttBroker::Impl {
         Impl& impl_;
         const Impl* outer_;
     };
-    // The broker whose entry point this thread runs, if any.
-    static thread_local const Impl* inside_callback;
+
+    // --- Life cycle ------------------------------------------------------------------------------
 
     Impl(MqttOptions opts, const Clock& clk) : options(std::move(opts)), clock(clk) {
         options.validate();
@@ -548,33 +596,6 @@ struct MqttBroker::Impl {
         }
         finish(seq, mqtt_detail::publish_failure(rc == 0 ? -1 : rc, "", server_copy()));
     }
-
-    MqttOptions options;
-    const Clock& clock;
-
-    mutable std::mutex mutex;
-    Ledger ledger;                    // every publish not yet completed
-    std::condition_variable drained;  // notified when `ledger` becomes empty
-    std::atomic<bool> up{false};
-    bool lost_while_down = false;
-    std::string current_server;  // the URI of the current (or last) connection
-    ServerLimits limits;         // from the CONNACK of the current connection
-    std::size_t in_flight = 0;   // QoS 1/2 publishes handed to paho
-    std::deque<Held> held;       // QoS 1/2 publishes waiting for a slot
-
-    std::mutex handler_mutex;
-    std::shared_ptr<ConnectionHandler> handler;
-
-    // paho threads inside our entry points (CallbackScope), and how disconnect() waits them out.
-    std::atomic<int> callbacks_running{0};
-    std::mutex callback_mutex;
-    std::condition_variable callbacks_idle;
-
-    // Guards the `client` pointer against the receive thread's sends (finish() -> send_all()).
-    // Replaced only by connect() and the destructor, on the caller's thread.
-    std::mutex client_mutex;
-    // Last member: destroyed first (the destructor destroys it explicitly anyway).
-    std::unique_ptr<Client> client;
 };
 
 thread_local const MqttBroker::Impl* MqttBroker::Impl::inside_callback = nullptr;
