@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "completions.hpp"
 #include "connection_log.hpp"
 #include "mosquitto.hpp"
 #include "outpost/error.hpp"
@@ -28,6 +29,7 @@ namespace {
 
 using namespace std::chrono_literals;
 using testing::ConnectionLog;
+using Results = testing::Completions;
 using testing::Mosquitto;
 using testing::MosquittoOptions;
 using testing::Subscriber;
@@ -59,55 +61,6 @@ MqttOptions options_for(const std::string& uri, MqttVersion version = MqttVersio
     o.version = version;
     return o;
 }
-
-// Collects publish results by record id and fails the test on a second completion of one id.
-class Results {
-  public:
-    PublishCallback callback_for(std::int64_t id) {
-        return [this, id](const PublishResult& r) {
-            std::lock_guard lock(mutex_);
-            if (!results_.emplace(id, r).second) {
-                ++duplicates_;
-            }
-            cv_.notify_all();
-        };
-    }
-    bool wait_for(std::size_t n, std::chrono::milliseconds timeout) {
-        std::unique_lock lock(mutex_);
-        return cv_.wait_for(lock, timeout, [&] { return results_.size() >= n; });
-    }
-    PublishResult get(std::int64_t id) {
-        std::lock_guard lock(mutex_);
-        auto it = results_.find(id);
-        if (it == results_.end()) {
-            ADD_FAILURE() << "no result for " << id;
-            return PublishResult::lost("missing");
-        }
-        return it->second;
-    }
-    std::size_t count(PublishResult::Status status) {
-        std::lock_guard lock(mutex_);
-        std::size_t n = 0;
-        for (const auto& [id, r] : results_) {
-            n += r.status == status ? 1 : 0;
-        }
-        return n;
-    }
-    std::size_t size() {
-        std::lock_guard lock(mutex_);
-        return results_.size();
-    }
-    int duplicates() {
-        std::lock_guard lock(mutex_);
-        return duplicates_;
-    }
-
-  private:
-    std::mutex mutex_;
-    std::condition_variable cv_;
-    std::map<std::int64_t, PublishResult> results_;
-    int duplicates_ = 0;
-};
 
 // Polls `pred` until it holds or `timeout` passes (for state that has no notification).
 template <class Pred>
