@@ -1,6 +1,14 @@
 // MqttBroker: the MessageBroker contract on top of paho-mqtt-cpp 1.2 (checked against the
 // installed headers, not the newer online docs).
 //
+// What lives here: the paho client's life cycle (connect, loss, disconnect, destroy), the
+// completion plumbing around the ledger, and flow control for the server's receive maximum.
+// Elsewhere in src/mqtt: publish_ledger (each publish completes exactly once, no paho),
+// message_mapping (Record -> paho message, and its packet size), connect_options (MqttOptions
+// -> paho create/connect/TLS options, CONNACK -> ServerLimits, TLS file checks), reason_codes
+// (paho and MQTT codes -> outpost's errors, local refusals), tls_probe (OpenSSL's diagnosis of a
+// failed TLS connect), mqtt_options (MqttOptions::validate()).
+//
 // Completions. Every publish gets a sequence number, kept with its callback in `ledger`
 // (publish_ledger.hpp). Whoever takes an entry out of it (paho's acknowledgement, the
 // connection-lost handler, disconnect(), a publish that throws) is the one who calls its
@@ -175,7 +183,7 @@ struct MqttBroker::Impl {
 
     bool mqtt5() const { return options.version == MqttVersion::v5; }
 
-    // --- completion plumbing -------------------------------------------------------------------
+    // --- completions and receive-maximum flow control ------------------------------------------
 
     // Completes publish `seq` with `result` unless someone else already did, then hands paho
     // the held-back publishes its slot makes room for.
