@@ -3,11 +3,12 @@
 // ServerLimits, and the checks and wording around a connect: TLS files, the server list named in
 // errors, the URI of the server reached, OpenSSL's words for a failed TLS handshake.
 //
-// Pure functions of their arguments (no lock, no state of their own; tls_failure() and
-// check_tls_files() touch the network and the file system). MqttBroker calls them from
-// connect() and publish(), on the caller's thread (the dispatcher's). MqttOptions validation
-// stays in mqtt_options.cpp: these assume validated options. paho types are only
-// forward-declared here; callers include <mqtt/async_client.h> themselves.
+// Pure functions of their arguments, no lock and no state of their own, so safe on any thread
+// (tls_failure() and check_tls_files() touch the network and the file system). MqttBroker calls
+// them from connect(), on the caller's thread (the dispatcher's); server_list() also names the
+// servers in a failed publish, on whichever thread sends it (the caller's or paho's receive
+// thread). MqttOptions validation stays in mqtt_options.cpp: these assume validated options.
+// paho types are only forward-declared here; callers include <mqtt/async_client.h> themselves.
 #pragma once
 
 #include <chrono>
