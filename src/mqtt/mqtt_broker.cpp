@@ -38,7 +38,6 @@
 #include <deque>
 #include <mutex>
 #include <thread>
-#include <unordered_map>
 #include <utility>
 
 #include "connect_options.hpp"
@@ -89,7 +88,7 @@ struct MqttBroker::Impl {
     // is called or a callback of the caller's runs.
     mutable std::mutex mutex;
     Ledger ledger;                    // every publish not yet completed (publish_ledger.hpp)
-    std::condition_variable drained;  // notified when `ledger` becomes empty or the link goes
+    std::condition_variable drained;  // notified when `ledger` empties or the connection is lost
     std::atomic<bool> up{false};      // written under `mutex`; connected() reads it without
     bool lost_while_down = false;     // a loss reported while connect() was still deciding
     std::string current_server;       // the URI of the current (or last) connection
