@@ -1,13 +1,21 @@
 // MqttBroker: the MessageBroker contract on top of paho-mqtt-cpp 1.2 (checked against the
 // installed headers, not the newer online docs).
 //
-// Completions. Every publish gets a sequence number, kept with its callback in `outstanding`.
-// Whoever takes an entry out of that map (paho's acknowledgement, the connection-lost handler,
-// disconnect(), a publish that throws) is the one who calls its callback: that is how "done
-// exactly once" holds whatever order paho's threads report things in. paho does not always fail
-// every in-flight token when the socket dies (measured: 2 of 5,018 never completed), so the map,
-// not paho, decides what is outstanding, and a late answer from an earlier connection finds its
-// sequence number gone.
+// What lives here: the paho client's life cycle (connect, loss, disconnect, destroy), the
+// completion plumbing around the ledger, and flow control for the server's receive maximum.
+// Elsewhere in src/mqtt: publish_ledger (each publish completes exactly once, no paho),
+// message_mapping (Record -> paho message, and its packet size), connect_options (MqttOptions
+// -> paho create/connect/TLS options, CONNACK -> ServerLimits, TLS file checks), reason_codes
+// (paho and MQTT codes -> outpost's errors, local refusals), tls_probe (OpenSSL's diagnosis of a
+// failed TLS connect), mqtt_options (MqttOptions::validate()).
+//
+// Completions. Every publish gets a sequence number, kept with its callback in `ledger`
+// (publish_ledger.hpp). Whoever takes an entry out of it (paho's acknowledgement, the
+// connection-lost handler, disconnect(), a publish that throws) is the one who calls its
+// callback: that is how "done exactly once" holds whatever order paho's threads report things in.
+// paho does not always fail every in-flight token when the socket dies (measured: 2 of 5,018 never
+// completed), so the ledger, not paho, decides what is outstanding, and a late answer from an
+// earlier connection finds its sequence number gone.
 //
 // One paho client, reused. Measured with paho-c 1.3.12: a client connects in ~10 ms when it is
 // the only one in the process, but in 1-2 s while another client object exists (its network
@@ -28,16 +36,15 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
-#include <fstream>
-#include <limits>
 #include <mutex>
 #include <thread>
-#include <unordered_map>
 #include <utility>
 
+#include "connect_options.hpp"
+#include "message_mapping.hpp"
 #include "outpost/error.hpp"
+#include "publish_ledger.hpp"
 #include "reason_codes.hpp"
-#include "tls_probe.hpp"
 
 namespace outpost {
 
@@ -46,13 +53,7 @@ namespace {
 using std::chrono::milliseconds;
 using steady = std::chrono::steady_clock;
 using mqtt_detail::ServerLimits;
-
-// paho-mqtt-cpp 1.2 caps its command queue at 100 publishes as soon as create options are given,
-// even while connected (NOTES.md: publish throws -12). The dispatcher's window is the real bound
-// (at most 65,535), so this only has to stay out of the way.
-constexpr int kMaxBufferedMessages = 1 << 20;
-// paho's own in-flight cap; the dispatcher's window is the throttle (NOTES.md).
-constexpr int kMaxInflight = 65535;
+using Ledger = detail::PublishLedger;
 
 // From this many QoS 1/2 publishes in flight on, a new publish is held back and sent by paho's
 // receive thread when the next acknowledgement arrives (see publish()). Below it (a trickle, the
@@ -62,33 +63,63 @@ constexpr std::size_t kHandOffInFlight = 8;
 // What destroying a paho client may take (paho stops its threads in 100 ms steps).
 constexpr std::chrono::milliseconds kDestroyTime{500};
 
-bool is_tls_uri(const std::string& uri) {
-    return uri.starts_with("ssl://") || uri.starts_with("mqtts://") || uri.starts_with("wss://");
-}
-
-std::string server_list(const std::vector<std::string>& servers) {
-    if (servers.size() == 1) {
-        return servers.front();
-    }
-    std::string out = "any of ";
-    for (std::size_t i = 0; i < servers.size(); ++i) {
-        out += (i ? ", " : "") + servers[i];
-    }
-    return out;
-}
-
-// Empty when `path` can be opened for reading, else a sentence saying why not.
-std::string unreadable(const std::string& what, const std::string& path) {
-    std::ifstream in(path);
-    if (in) {
-        return {};
-    }
-    return what + " \"" + path + "\" cannot be read";
-}
-
 }  // namespace
 
 struct MqttBroker::Impl {
+    // --- Data members, grouped by the lock that guards them ------------------------------------
+
+    class PublishListener;  // the nested types the members name are defined below them
+    struct Client;
+    class CallbackScope;
+
+    // A publish held back because the server's receive maximum is reached.
+    struct Held {
+        std::uint64_t seq;
+        mqtt::message_ptr msg;
+    };
+
+    // Set by the constructor, read-only afterwards: any thread, no lock.
+    MqttOptions options;
+    const Clock& clock;
+
+    // Guarded by `mutex`: the publishes not yet completed and the state of the connection they
+    // were sent on, changed together (a loss fails what is outstanding and marks the connection
+    // down in one step). Taken by the caller's thread and paho's threads, never held while paho
+    // is called or a callback of the caller's runs.
+    mutable std::mutex mutex;
+    Ledger ledger;                    // every publish not yet completed (publish_ledger.hpp)
+    std::condition_variable drained;  // notified when `ledger` empties or the connection is lost
+    std::atomic<bool> up{false};      // written under `mutex`; connected() reads it without
+    bool lost_while_down = false;     // a loss reported while connect() was still deciding
+    std::string current_server;       // the URI of the current (or last) connection
+    ServerLimits limits;              // from the CONNACK of the current connection
+    // Flow control for the server's receive maximum, which paho leaves to us (limits_from() in
+    // connect_options.cpp says why): publish(), finish() and take_releasable().
+    std::size_t in_flight = 0;  // QoS 1/2 publishes handed to paho
+    std::deque<Held> held;      // QoS 1/2 publishes waiting for a slot
+
+    // Guarded by `handler_mutex`: replaced by set_connection_handler() (any thread), copied out
+    // by notify() before the call, so the handler never runs with the lock held.
+    std::mutex handler_mutex;
+    std::shared_ptr<ConnectionHandler> handler;
+
+    // paho threads inside our entry points (CallbackScope), and how disconnect() waits them out.
+    // The count is atomic; `callback_mutex` only pairs with `callbacks_idle`.
+    std::atomic<int> callbacks_running{0};
+    std::mutex callback_mutex;
+    std::condition_variable callbacks_idle;
+    // Per thread, no lock: the broker whose entry point this thread runs, if any.
+    static thread_local const Impl* inside_callback;
+
+    // Guarded by `client_mutex` against the receive thread's sends (finish() -> send_all()).
+    // Replaced only by connect() and the destructor, on the caller's thread, which reads it
+    // without the lock otherwise.
+    std::mutex client_mutex;
+    // Last member: destroyed first (the destructor destroys it explicitly anyway).
+    std::unique_ptr<Client> client;
+
+    // --- Types -----------------------------------------------------------------------------------
+
     // One listener for every publish: the sequence number travels as paho's user context, so
     // nothing per message has to outlive the publish() call on our side.
     class PublishListener final : public mqtt::iaction_listener {
@@ -112,22 +143,10 @@ struct MqttBroker::Impl {
         mqtt::async_client paho;
     };
 
-    struct Pending {
-        PublishCallback done;
-        int qos = 0;
-        bool sent = false;  // handed to paho (false while held back by the receive maximum)
-    };
-
-    // A publish held back because the server's receive maximum is reached.
-    struct Held {
-        std::uint64_t seq;
-        mqtt::message_ptr msg;
-    };
-
     // Marks a paho thread inside one of our entry points (connection lost, DISCONNECT, a
     // publish's answer), from which the caller's callbacks run. disconnect() waits until none
     // is left (wait_for_callbacks()). Taken first thing, before the entry point looks at `up`
-    // or `outstanding` under `mutex`: an entry point that still finds work there is counted
+    // or `ledger` under `mutex`: an entry point that still finds work there is counted
     // before disconnect() clears it, and one that comes later finds nothing to report.
     class CallbackScope {
       public:
@@ -149,8 +168,8 @@ struct MqttBroker::Impl {
         Impl& impl_;
         const Impl* outer_;
     };
-    // The broker whose entry point this thread runs, if any.
-    static thread_local const Impl* inside_callback;
+
+    // --- Life cycle ------------------------------------------------------------------------------
 
     Impl(MqttOptions opts, const Clock& clk) : options(std::move(opts)), clock(clk) {
         options.validate();
@@ -163,41 +182,35 @@ struct MqttBroker::Impl {
 
     bool mqtt5() const { return options.version == MqttVersion::v5; }
 
-    // --- completion plumbing -------------------------------------------------------------------
+    // --- completions and receive-maximum flow control ------------------------------------------
 
     // Completes publish `seq` with `result` unless someone else already did, then hands paho
     // the held-back publishes its slot makes room for.
     void finish(std::uint64_t seq, const PublishResult& result) {
-        std::optional<Pending> p;
+        std::optional<Ledger::Entry> p;
         std::vector<Held> release;
         {
             std::lock_guard lock(mutex);
-            auto it = outstanding.find(seq);
-            if (it == outstanding.end()) {
+            p = ledger.take(seq);
+            if (!p) {
                 return;
             }
-            p = std::move(it->second);
-            outstanding.erase(it);
             if (p->sent && p->qos > 0 && in_flight > 0) {
                 --in_flight;
             }
             release = take_releasable();
-            if (outstanding.empty()) {
+            if (ledger.empty()) {
                 drained.notify_all();
             }
         }
-        complete(*p, result);
+        Ledger::complete(*p, result);
         send_all(release);
     }
 
     // The qos of publish `seq` while it is outstanding, else nullopt (already completed).
     std::optional<int> qos_of(std::uint64_t seq) const {
         std::lock_guard lock(mutex);
-        auto it = outstanding.find(seq);
-        if (it == outstanding.end()) {
-            return std::nullopt;
-        }
-        return it->second.qos;
+        return ledger.qos_of(seq);
     }
 
     // Caller holds `mutex`. Moves held publishes into flight while the receive maximum allows.
@@ -206,11 +219,9 @@ struct MqttBroker::Impl {
         while (!held.empty() && in_flight < limits.receive_maximum) {
             Held h = std::move(held.front());
             held.pop_front();
-            auto it = outstanding.find(h.seq);
-            if (it == outstanding.end()) {
+            if (!ledger.mark_sent(h.seq)) {
                 continue;  // completed meanwhile (connection lost)
             }
-            it->second.sent = true;
             ++in_flight;
             out.push_back(std::move(h));
         }
@@ -244,7 +255,8 @@ struct MqttBroker::Impl {
     // Caller holds `client_mutex`. nullopt once paho took the publish, else why it did not.
     std::optional<PublishResult> try_send(std::uint64_t seq, const mqtt::message_ptr& msg) {
         if (!client) {
-            return PublishResult::lost("not connected to " + server_list(options.servers));
+            return PublishResult::lost("not connected to " +
+                                       mqtt_detail::server_list(options.servers));
         }
         try {
             client->paho.publish(msg, reinterpret_cast<void*>(static_cast<std::uintptr_t>(seq)),
@@ -256,28 +268,6 @@ struct MqttBroker::Impl {
         } catch (const std::exception& e) {
             return PublishResult::rejected_with(
                 0, std::string("refused by the MQTT client: ") + e.what(), false);
-        }
-    }
-
-    static void complete(Pending& p, const PublishResult& result) {
-        if (p.done) {
-            p.done(result);
-        }
-    }
-
-    // Completes everything in `batch` in publish order, so the dispatcher sees losses in the
-    // order it published. Never throws (a throwing callback must not starve the others).
-    static void complete_all(std::unordered_map<std::uint64_t, Pending>& batch,
-                             const PublishResult& result) noexcept {
-        std::vector<std::pair<std::uint64_t, Pending>> ordered(
-            std::make_move_iterator(batch.begin()), std::make_move_iterator(batch.end()));
-        std::sort(ordered.begin(), ordered.end(),
-                  [](const auto& a, const auto& b) { return a.first < b.first; });
-        for (auto& entry : ordered) {
-            try {
-                complete(entry.second, result);
-            } catch (...) {
-            }
         }
     }
 
@@ -298,7 +288,7 @@ struct MqttBroker::Impl {
     // paho's connection-lost or (MQTT 5) DISCONNECT callback, on a paho thread.
     void on_lost(const char* what, const std::string& detail) {
         CallbackScope scope(*this);
-        std::unordered_map<std::uint64_t, Pending> failed;
+        Ledger::Batch failed;
         std::string reason;
         {
             std::lock_guard lock(mutex);
@@ -311,150 +301,27 @@ struct MqttBroker::Impl {
             up.store(false);
             reason = "connection to " + current_server + " " + what +
                      (detail.empty() ? "" : ": " + detail);
-            failed.swap(outstanding);
+            failed = ledger.take_all();
             held.clear();
             in_flight = 0;
             drained.notify_all();
         }
-        complete_all(failed, PublishResult::lost(reason));
+        Ledger::complete_all(failed, PublishResult::lost(reason));
         notify(false, reason);
     }
 
     // --- connecting ------------------------------------------------------------------------------
 
-    // OpenSSL's words for a failed TLS connect (paho says only "TCP/TLS connect failure"):
-    // the first TLS server that accepts TCP but not the handshake. "" when none.
-    std::string tls_failure(int paho_rc, steady::time_point deadline) const {
-        if (paho_rc != -1 || !any_tls()) {
-            return "";
-        }
-        for (const std::string& uri : options.servers) {
-            const auto left = std::chrono::duration_cast<milliseconds>(deadline - steady::now());
-            if (!is_tls_uri(uri) || left <= milliseconds(0)) {
-                continue;
-            }
-            std::string text = mqtt_detail::probe_tls_failure(uri, options.tls, left / 2);
-            if (!text.empty()) {
-                return text;
-            }
-        }
-        return "";
-    }
-
-    mqtt::connect_options connect_options_for(milliseconds timeout) {
-        mqtt::connect_options c;
-        c.set_mqtt_version(static_cast<int>(options.version));
-        // paho rejects the flag of the other version (-16), so each version gets its own.
-        if (mqtt5()) {
-            c.set_clean_start(options.clean_start);
-        } else {
-            c.set_clean_session(options.clean_start);
-        }
-        c.set_keep_alive_interval(static_cast<int>(options.keepalive.count()));
-        c.set_automatic_reconnect(false);
-        c.set_max_inflight(kMaxInflight);
-
-        // paho's timeout is per server, in whole seconds, and checked about once a second; ours
-        // is for the whole list. Rounding down lets paho give up on its own near our deadline
-        // in the common case; when it cannot (under 1 s a server), our deadline wins.
-        const auto n = static_cast<milliseconds::rep>(options.servers.size());
-        const milliseconds share = std::min(options.connect_timeout, timeout / n);
-        c.set_connect_timeout(
-            static_cast<int>(std::max<milliseconds::rep>(1, share.count() / 1000)));
-
-        c.set_servers(std::make_shared<mqtt::string_collection>(options.servers));
-        if (options.username) {
-            c.set_user_name(*options.username);
-        }
-        if (options.password) {
-            c.set_password(*options.password);
-        }
-        if (options.will) {
-            mqtt::will_options will(options.will->topic, options.will->payload, options.will->qos,
-                                    options.will->retain);
-            c.set_will(std::move(will));
-        }
-        return c;
-    }
-
-    // paho answers "host:port" for the server it reached; the caller knows it by its URI.
-    std::string configured_uri(const std::string& reached) const {
-        if (reached.empty()) {
-            return options.servers.front();
-        }
-        for (const std::string& uri : options.servers) {
-            const auto sep = uri.find("://");
-            if (uri == reached || (sep != std::string::npos && uri.substr(sep + 3) == reached)) {
-                return uri;
-            }
-        }
-        return reached;
-    }
-
-    mqtt::ssl_options ssl_options() const {
-        const MqttTls& t = options.tls;
-        mqtt::ssl_options ssl;
-        if (!t.ca_file.empty()) {
-            ssl.set_trust_store(t.ca_file);
-        }
-        if (!t.ca_path.empty()) {
-            ssl.ca_path(t.ca_path);
-        }
-        if (!t.cert_file.empty()) {
-            ssl.set_key_store(t.cert_file);
-        }
-        if (!t.key_file.empty()) {
-            ssl.set_private_key(t.key_file);
-        }
-        if (!t.key_password.empty()) {
-            ssl.set_private_key_password(t.key_password);
-        }
-        // Both switches: the chain (enableServerCertAuth) and the host name (verify).
-        ssl.set_enable_server_cert_auth(!t.insecure);
-        ssl.set_verify(!t.insecure);
-        // No ssl.set_error_handler(): paho-mqtt-cpp 1.2 hands OpenSSL a pointer to a dead copy
-        // as its context. A failed TLS connect is diagnosed by probe_tls_failure() instead.
-        return ssl;
-    }
-
-    bool any_tls() const {
-        return std::any_of(options.servers.begin(), options.servers.end(), is_tls_uri);
-    }
-
-    void check_tls_files() const {
-        if (!any_tls()) {
-            return;
-        }
-        const MqttTls& t = options.tls;
-        std::string problem;
-        if (!t.ca_file.empty()) {
-            problem = unreadable("tls.ca_file", t.ca_file);
-        }
-        if (problem.empty() && !t.cert_file.empty()) {
-            problem = unreadable("tls.cert_file", t.cert_file);
-        }
-        if (problem.empty() && !t.key_file.empty()) {
-            problem = unreadable("tls.key_file", t.key_file);
-        }
-        if (!problem.empty()) {
-            throw BrokerError("cannot connect to " + server_list(options.servers) + ": " + problem,
-                              false);
-        }
-    }
-
     void make_client() {
-        mqtt::create_options create(static_cast<int>(options.version));
-        create.set_max_buffered_messages(kMaxBufferedMessages);
-        // No offline buffer: a publish while disconnected must fail at once (-3), because the
-        // outbox table is the only store.
-        create.set_send_while_disconnected(false);
+        const mqtt::create_options create = mqtt_detail::create_options_for(options);
         try {
             auto fresh = std::make_unique<Client>(*this, create);
             std::lock_guard lock(client_mutex);
             client = std::move(fresh);
         } catch (const mqtt::exception& e) {
-            throw BrokerError("cannot connect to " + server_list(options.servers) + ": " + e.what(),
-                              false, e.get_return_code());
+            throw BrokerError(
+                "cannot connect to " + mqtt_detail::server_list(options.servers) + ": " + e.what(),
+                false, e.get_return_code());
         }
         client->paho.set_connection_lost_handler(
             [this](const std::string& cause) { on_lost("lost", cause); });
@@ -490,35 +357,6 @@ struct MqttBroker::Impl {
         old.reset();
     }
 
-    // What an MQTT 5 CONNACK announces. paho-c 1.3.12 stops sending once the server's receive
-    // maximum is reached and only looks again on its 1 s timer (measured: 20 messages a second
-    // against a default mosquitto, whose receive maximum is 20), so MqttBroker keeps the count
-    // itself and hands the next publish over as soon as an acknowledgement frees a slot. paho
-    // does not act on Maximum QoS, Retain Available or Maximum Packet Size either: publish()
-    // does (mqtt_detail::local_refusal).
-    ServerLimits limits_from(const mqtt::properties& props) const {
-        ServerLimits l;
-        if (!mqtt5()) {
-            return l;
-        }
-        if (props.contains(mqtt::property::RECEIVE_MAXIMUM)) {
-            const auto v = mqtt::get<std::uint16_t>(props, mqtt::property::RECEIVE_MAXIMUM);
-            l.receive_maximum = std::max<std::size_t>(1, v);
-        }
-        if (props.contains(mqtt::property::MAXIMUM_PACKET_SIZE)) {
-            l.maximum_packet_size =
-                mqtt::get<std::uint32_t>(props, mqtt::property::MAXIMUM_PACKET_SIZE);
-        }
-        if (props.contains(mqtt::property::MAXIMUM_QOS)) {
-            l.maximum_qos = mqtt::get<std::uint8_t>(props, mqtt::property::MAXIMUM_QOS);
-        }
-        if (props.contains(mqtt::property::RETAIN_AVAILABLE)) {
-            l.retain_available =
-                mqtt::get<std::uint8_t>(props, mqtt::property::RETAIN_AVAILABLE) != 0;
-        }
-        return l;
-    }
-
     // One connect attempt on the current client; throws BrokerError.
     void attempt_connect(const mqtt::connect_options& copts, steady::time_point deadline,
                          milliseconds timeout, const std::string& target, std::string& server_uri,
@@ -535,13 +373,14 @@ struct MqttBroker::Impl {
                                   true);
             }
             const mqtt::connect_response response = tok->get_connect_response();
-            server_uri = configured_uri(response.get_server_uri());
-            limits = limits_from(response.get_properties());
+            server_uri = mqtt_detail::configured_uri(options, response.get_server_uri());
+            limits = mqtt_detail::limits_from(response.get_properties(), mqtt5());
         } catch (const mqtt::exception& e) {
             const int rc = e.get_return_code();
-            const auto failure = rc > 0 ? mqtt_detail::classify_connack(rc, mqtt5())
-                                        : mqtt_detail::classify_connect_error(
-                                              rc, e.get_message(), tls_failure(rc, deadline));
+            const auto failure =
+                rc > 0 ? mqtt_detail::classify_connack(rc, mqtt5())
+                       : mqtt_detail::classify_connect_error(
+                             rc, e.get_message(), mqtt_detail::tls_failure(options, rc, deadline));
             throw BrokerError("cannot connect to " + target + ": " + failure.reason,
                               failure.transient, rc);
         }
@@ -552,8 +391,8 @@ struct MqttBroker::Impl {
             return;
         }
         const auto deadline = steady::now() + timeout;
-        const std::string target = server_list(options.servers);
-        check_tls_files();
+        const std::string target = mqtt_detail::server_list(options.servers);
+        mqtt_detail::check_tls_files(options);
         if (client && client->poisoned) {
             destroy_client(milliseconds(0));
         }
@@ -572,10 +411,7 @@ struct MqttBroker::Impl {
             lost_while_down = false;
         }
 
-        mqtt::connect_options copts = connect_options_for(timeout);
-        if (any_tls()) {
-            copts.set_ssl(ssl_options());
-        }
+        const mqtt::connect_options copts = mqtt_detail::connect_options_for(options, timeout);
 
         std::string server_uri;
         ServerLimits limits;
@@ -621,8 +457,7 @@ struct MqttBroker::Impl {
             // Still connected: let what is outstanding (held-back publishes included, they
             // flow as acknowledgements free slots) be answered, up to the deadline.
             std::unique_lock lock(mutex);
-            drained.wait_until(lock, deadline,
-                               [this] { return outstanding.empty() || !up.load(); });
+            drained.wait_until(lock, deadline, [this] { return ledger.empty() || !up.load(); });
             was_up = up.exchange(false);
             server_uri = current_server;
         }
@@ -637,15 +472,15 @@ struct MqttBroker::Impl {
                 // Already gone: whatever is outstanding is lost, reported below.
             }
         }
-        std::unordered_map<std::uint64_t, Pending> failed;
+        Ledger::Batch failed;
         {
             std::lock_guard lock(mutex);
-            failed.swap(outstanding);
+            failed = ledger.take_all();
             held.clear();
             in_flight = 0;
         }
         const std::string reason = "disconnected from " + server_uri;
-        complete_all(failed, PublishResult::lost(reason + " before an acknowledgement"));
+        Ledger::complete_all(failed, PublishResult::lost(reason + " before an acknowledgement"));
         if (was_up) {
             notify(false, reason);
         }
@@ -656,7 +491,7 @@ struct MqttBroker::Impl {
     // paho thread may still be completing the publishes it failed (or telling the connection
     // handler) when disconnect() finds nothing left to do, and the caller (the Dispatcher's
     // stop()) may free what those callbacks point to as soon as disconnect() returns. `up` is
-    // false and `outstanding` empty by now, so no new callback can start: each entry point was
+    // false and `ledger` empty by now, so no new callback can start: each entry point was
     // either counted before it looked, or finds nothing. Not from inside a callback (the
     // contract forbids calling disconnect() there; this keeps a mistake from hanging).
     void wait_for_callbacks() noexcept {
@@ -669,46 +504,15 @@ struct MqttBroker::Impl {
 
     // --- publishing ------------------------------------------------------------------------------
 
-    mqtt::message_ptr to_message(const Record& r) const {
-        const Message& m = r.message;
-        auto msg = mqtt::make_message(m.topic, m.payload.data(), m.payload.size(), m.qos, m.retain);
-        if (!mqtt5()) {
-            return msg;
-        }
-        mqtt::properties props;
-        for (const Header& h : m.headers) {
-            props.add(mqtt::property(mqtt::property::USER_PROPERTY, h.name, h.value));
-        }
-        if (!options.id_property.empty()) {
-            props.add(mqtt::property(mqtt::property::USER_PROPERTY, options.id_property, r.uid));
-        }
-        if (m.content_type) {
-            props.add(mqtt::property(mqtt::property::CONTENT_TYPE, *m.content_type));
-        }
-        if (r.expires_at) {
-            // Seconds left, rounded up, at least 1: an interval of 0 is not "expired" in MQTT,
-            // and the dispatcher already filtered what expired before it claimed the record.
-            const std::int64_t left_ms = *r.expires_at - clock.wall_ms();
-            std::int64_t secs = left_ms <= 0 ? 1 : (left_ms + 999) / 1000;
-            secs = std::clamp<std::int64_t>(secs, 1, std::numeric_limits<std::int32_t>::max());
-            props.add(mqtt::property(mqtt::property::MESSAGE_EXPIRY_INTERVAL,
-                                     static_cast<std::int32_t>(secs)));
-        }
-        if (!props.empty()) {
-            msg->set_properties(std::move(props));
-        }
-        return msg;
-    }
-
     void publish(const Record& record, PublishCallback done) {
         const int qos = record.message.qos;
         mqtt::message_ptr msg;
         try {
-            msg = to_message(record);
+            msg = mqtt_detail::to_message(record, mqtt5(), options.id_property, clock);
         } catch (const mqtt::exception& e) {
-            Pending p{std::move(done), qos};
-            complete(p, mqtt_detail::publish_failure(e.get_return_code(), e.get_message(),
-                                                     server_copy()));
+            Ledger::Entry p{std::move(done), qos};
+            Ledger::complete(p, mqtt_detail::publish_failure(e.get_return_code(), e.get_message(),
+                                                             server_copy()));
             return;
         }
 
@@ -720,20 +524,18 @@ struct MqttBroker::Impl {
             if (up.load() && client) {
                 refusal = mqtt_detail::local_refusal(record, limits, mqtt5(), options.id_property);
                 if (!refusal) {
-                    seq = ++next_seq;
-                    Pending p{std::move(done), qos};
                     // With a stream of acknowledgements coming, the publish waits for the next
                     // one and paho's receive thread sends it (finish()): one thread less
                     // fighting over paho's global lock, measured +10-15% drain rate.
-                    if (qos == 0 || (held.empty() && in_flight < limits.receive_maximum &&
-                                     in_flight < kHandOffInFlight)) {
-                        p.sent = true;
+                    send_now = qos == 0 || (held.empty() && in_flight < limits.receive_maximum &&
+                                            in_flight < kHandOffInFlight);
+                    if (send_now) {
                         in_flight += qos > 0 ? 1 : 0;
-                        send_now = true;
-                    } else {
+                    }
+                    seq = ledger.add(std::move(done), qos, send_now);
+                    if (!send_now) {
                         held.push_back(Held{seq, msg});
                     }
-                    outstanding.emplace(seq, std::move(p));
                 }
             }
         }
@@ -741,13 +543,14 @@ struct MqttBroker::Impl {
             // Sending it would make the server close the connection (a packet too large, a QoS
             // or retain the CONNACK ruled out, a string MQTT forbids), and the dispatcher would
             // send it again after every reconnect without counting an attempt.
-            Pending p{std::move(done), qos};
-            complete(p, *refusal);
+            Ledger::Entry p{std::move(done), qos};
+            Ledger::complete(p, *refusal);
             return;
         }
         if (seq == 0) {
-            Pending p{std::move(done), qos};
-            complete(p, PublishResult::lost("not connected to " + server_list(options.servers)));
+            Ledger::Entry p{std::move(done), qos};
+            Ledger::complete(p, PublishResult::lost("not connected to " +
+                                                    mqtt_detail::server_list(options.servers)));
             return;
         }
         if (send_now) {
@@ -800,34 +603,6 @@ struct MqttBroker::Impl {
         }
         finish(seq, mqtt_detail::publish_failure(rc == 0 ? -1 : rc, "", server_copy()));
     }
-
-    MqttOptions options;
-    const Clock& clock;
-
-    mutable std::mutex mutex;
-    std::unordered_map<std::uint64_t, Pending> outstanding;
-    std::condition_variable drained;  // notified when `outstanding` becomes empty
-    std::uint64_t next_seq = 0;
-    std::atomic<bool> up{false};
-    bool lost_while_down = false;
-    std::string current_server;  // the URI of the current (or last) connection
-    ServerLimits limits;         // from the CONNACK of the current connection
-    std::size_t in_flight = 0;   // QoS 1/2 publishes handed to paho
-    std::deque<Held> held;       // QoS 1/2 publishes waiting for a slot
-
-    std::mutex handler_mutex;
-    std::shared_ptr<ConnectionHandler> handler;
-
-    // paho threads inside our entry points (CallbackScope), and how disconnect() waits them out.
-    std::atomic<int> callbacks_running{0};
-    std::mutex callback_mutex;
-    std::condition_variable callbacks_idle;
-
-    // Guards the `client` pointer against the receive thread's sends (finish() -> send_all()).
-    // Replaced only by connect() and the destructor, on the caller's thread.
-    std::mutex client_mutex;
-    // Last member: destroyed first (the destructor destroys it explicitly anyway).
-    std::unique_ptr<Client> client;
 };
 
 thread_local const MqttBroker::Impl* MqttBroker::Impl::inside_callback = nullptr;

@@ -4,6 +4,7 @@
 #include <string_view>
 
 #include "../core/mqtt_text.hpp"
+#include "message_mapping.hpp"
 #include "outpost/mqtt_broker.hpp"
 
 namespace outpost {
@@ -258,43 +259,6 @@ PublishResult publish_failure(int paho_rc, const std::string& paho_message,
         default:
             return PublishResult::rejected_with(0, "refused by the MQTT client: " + detail, false);
     }
-}
-
-namespace {
-
-std::size_t varint_size(std::size_t n) {
-    std::size_t bytes = 1;
-    while (n >= 128) {
-        n /= 128;
-        ++bytes;
-    }
-    return bytes;
-}
-
-}  // namespace
-
-std::size_t publish_packet_size(const Record& record, bool mqtt5, const std::string& id_property) {
-    const Message& m = record.message;
-    std::size_t remaining = 2 + m.topic.size() + (m.qos > 0 ? 2 : 0) + m.payload.size();
-    if (mqtt5) {
-        // The properties MqttBroker adds (mqtt_broker.cpp, to_message): user properties,
-        // the id property, content type, message expiry interval. No topic alias.
-        std::size_t props = 0;
-        for (const Header& h : m.headers) {
-            props += 1 + 2 + h.name.size() + 2 + h.value.size();
-        }
-        if (!id_property.empty()) {
-            props += 1 + 2 + id_property.size() + 2 + record.uid.size();
-        }
-        if (m.content_type) {
-            props += 1 + 2 + m.content_type->size();
-        }
-        if (record.expires_at) {
-            props += 1 + 4;
-        }
-        remaining += varint_size(props) + props;
-    }
-    return 1 + varint_size(remaining) + remaining;
 }
 
 namespace {

@@ -35,10 +35,6 @@ PublishResult rejection(int reason_code, const char* packet);
 PublishResult publish_failure(int paho_rc, const std::string& paho_message,
                               const std::string& server);
 
-// The size in bytes of the PUBLISH packet MqttBroker sends for `record` (MQTT 5 adds the
-// properties), to compare with the server's maximum packet size.
-std::size_t publish_packet_size(const Record& record, bool mqtt5, const std::string& id_property);
-
 // What a server's CONNACK announced. MQTT 3.1.1 announces none of it: the defaults stand.
 struct ServerLimits {
     std::size_t receive_maximum = 65535;  // MQTT 5 Receive Maximum (absent: 65,535)
@@ -59,7 +55,8 @@ struct ServerLimits {
 // - MQTT 5 only (3.1.1 sends no properties): a user property (a header, or the id property
 //   `id_property` = record.uid) or the content type breaking the same string rules:
 //   0x81 malformed packet, what the server's DISCONNECT would say;
-// - a packet larger than the Maximum Packet Size: 0x95 packet too large.
+// - a packet larger than the Maximum Packet Size (publish_packet_size(), message_mapping.hpp):
+//   0x95 packet too large.
 std::optional<PublishResult> local_refusal(const Record& record, const ServerLimits& limits,
                                            bool mqtt5, const std::string& id_property);
 

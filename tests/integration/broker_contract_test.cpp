@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "completions.hpp"
 #include "connection_log.hpp"
 #include "fake_broker.hpp"
 #include "mosquitto.hpp"
@@ -27,6 +28,7 @@ namespace {
 
 using namespace std::chrono_literals;
 using steady = std::chrono::steady_clock;
+using testing::Completions;
 
 // Each side gives the suite a broker and the means to break its world.
 //   broker()            the MessageBroker under test
@@ -104,44 +106,6 @@ class MqttSide {
         std::make_unique<testing::Subscriber>(mosq_.uri(), "contract/#", 1, 5);
     MqttBroker broker_;
     bool stopped_ = false;
-};
-
-// Completions by record id, with how often each came.
-class Completions {
-  public:
-    PublishCallback callback_for(std::int64_t id) {
-        return [this, id](const PublishResult& r) {
-            std::lock_guard lock(mutex_);
-            got_[id].push_back(r);
-            cv_.notify_all();
-        };
-    }
-    bool wait_for(std::size_t n, std::chrono::milliseconds timeout) {
-        std::unique_lock lock(mutex_);
-        return cv_.wait_for(lock, timeout, [&] { return got_.size() >= n; });
-    }
-    // Ids completed more than once.
-    std::vector<std::int64_t> repeated() {
-        std::lock_guard lock(mutex_);
-        std::vector<std::int64_t> out;
-        for (const auto& [id, results] : got_) {
-            if (results.size() != 1) {
-                out.push_back(id);
-            }
-        }
-        return out;
-    }
-    std::size_t count(PublishResult::Status status) {
-        std::lock_guard lock(mutex_);
-        return static_cast<std::size_t>(std::count_if(got_.begin(), got_.end(), [&](const auto& e) {
-            return e.second.front().status == status;
-        }));
-    }
-
-  private:
-    std::mutex mutex_;
-    std::condition_variable cv_;
-    std::map<std::int64_t, std::vector<PublishResult>> got_;
 };
 
 Record record(std::int64_t id, std::string payload) {
