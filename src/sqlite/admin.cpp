@@ -19,6 +19,7 @@
 #include "liveness.hpp"
 #include "outpost/error.hpp"
 #include "outpost/outbox.hpp"
+#include "outpost/process.hpp"
 #include "record_codec.hpp"
 #include "record_state_sql.hpp"
 #include "schema.hpp"
@@ -75,14 +76,6 @@ std::string uri_escape(const std::string& path) {
 // Forces SQLite to read the file header and the schema: a file that is not SQLite fails here.
 void probe(SQLite::Database& db) {
     db.exec("SELECT count(*) FROM sqlite_master");
-}
-
-std::string host_name() {
-    char buf[256] = {};
-    if (::gethostname(buf, sizeof buf - 1) != 0) {
-        return {};
-    }
-    return buf;
 }
 
 // The largest record id, 0 for an empty table. Ids only grow (AUTOINCREMENT, assigned under the
@@ -245,8 +238,8 @@ std::optional<LeaseStatus> Admin::lease() {
         l.holder.expires_at = q.getColumn(5).getInt64();
         l.expired = l.holder.expires_at <= now_ms();
         // The asker's own pid never counts as the holder's: `outpost` is not a dispatcher.
-        l.holder_dead = detail::lease_holder_gone(l.holder.host, l.holder.pid,
-                                                  q.getColumn(6).getString(), host_name(), -1);
+        l.holder_dead = detail::lease_holder_gone(
+            l.holder.host, l.holder.pid, q.getColumn(6).getString(), this_process().host, -1);
         return l;
     } catch (const SQLite::Exception& e) {
         detail::rethrow_sqlite(e, "reading the lease of " + impl_->path);

@@ -1,14 +1,11 @@
 // Private: whether the holder of a lease row is gone, one rule for SqliteStore (takeover) and
-// Admin (`outpost stats`).
+// Admin (`outpost stats`). Who this process is comes from this_process() (outpost/process.hpp).
 #pragma once
 
 #include <cstdint>
 #include <string>
 
 namespace outpost::detail {
-
-// This boot of the kernel (/proc/sys/kernel/random/boot_id), or "" where there is none. Read once.
-const std::string& boot_id();
 
 // A holder on this host is gone when it ran in an earlier boot (a rebooted device can give the
 // new process the old pid: the pid alone would keep the lease "alive" until it expires), or when

@@ -15,6 +15,7 @@
 #include "liveness.hpp"
 #include "outpost/error.hpp"
 #include "outpost/outbox.hpp"
+#include "outpost/process.hpp"
 #include "queries.hpp"
 #include "record_codec.hpp"
 #include "schema.hpp"
@@ -609,7 +610,7 @@ void SqliteStore::acquire_lease(const LeaseInfo& mine) {
             put.bind(4, mine.started_at);
             put.bind(5, mine.heartbeat_at);
             put.bind(6, mine.expires_at);
-            put.bind(7, detail::boot_id());
+            put.bind(7, this_process().boot_id);
             put.exec();
             tx.commit();
         });
