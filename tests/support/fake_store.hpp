@@ -19,8 +19,8 @@
 //
 // Thread-safe: the test thread may add records, flip switches and read state back while a
 // dispatcher thread calls the Store methods. The wake handler runs on the thread that adds or
-// requeues, after the record is in, outside the store's lock (so it may call back into the store),
-// and set_wake_handler() waits for a running handler to return.
+// requeues, after the record is in, outside the store's lock (so it may call the Store methods,
+// but not set_wake_handler()), and set_wake_handler() waits for a running handler to return.
 #pragma once
 
 #include <algorithm>
