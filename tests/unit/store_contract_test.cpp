@@ -29,6 +29,7 @@
 #include <cstdint>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <optional>
 #include <set>
 #include <string>
@@ -36,6 +37,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "fake_broker.hpp"
 #include "fake_store.hpp"
 #include "outpost/outpost.hpp"
 #include "temp_dir.hpp"
@@ -1075,6 +1077,71 @@ TEST(FakeStore, AddsFromAnotherThreadMeetTheDispatchersCalls) {
     EXPECT_EQ(delivered_twice, 0u);
     EXPECT_EQ(woken.load(), kTotal);
     EXPECT_EQ(s.size(), 0u);
+}
+
+// What the fake is for: a Dispatcher runs on it as on SqliteStore.
+TEST(FakeStore, CarriesADispatcher) {
+    FakeStore s;
+    testing::FakeBroker broker;
+    ManualClock clock(kNow);
+    DispatcherOptions o;
+    o.retry.jitter = 0;
+    o.retry.initial_backoff = 1s;
+    o.retry.max_attempts = 3;
+    o.window = 4;
+    Dispatcher d(s, broker, o, clock);
+    for (int i = 0; i < 30; ++i) {
+        Message m = Message::text("t/" + std::to_string(i), "x");
+        m.key = "k" + std::to_string(i % 3);
+        m.priority = i % 2;
+        s.add(m, clock.wall_ms());
+    }
+    broker.reject_next(1);  // the first publish is refused once: a retry
+    for (int i = 0; i < 200 && s.size() != 0; ++i) {
+        d.run_once();
+        clock.advance(200ms);
+    }
+    EXPECT_EQ(s.size(), 0u);
+    EXPECT_EQ(d.stats().delivered, 30u);
+    EXPECT_EQ(d.stats().retries, 1u);
+    ASSERT_TRUE(s.lease());
+    EXPECT_EQ(s.calls(FakeStore::Op::acquire_lease), 1);
+    // First deliveries keep id order within a key and a priority.
+    std::map<std::pair<std::string, int>, std::int64_t> last;
+    std::set<std::int64_t> seen;
+    for (const Record& r : broker.log()) {
+        if (!seen.insert(r.id).second) {
+            continue;
+        }
+        auto& prev = last[{*r.message.key, r.message.priority}];
+        EXPECT_GT(r.id, prev) << "key " << *r.message.key;
+        prev = r.id;
+    }
+    EXPECT_EQ(seen.size(), 30u);
+}
+
+TEST(FakeStore, ADispatcherLearnsItsLeaseWasTaken) {
+    FakeStore s;
+    testing::FakeBroker broker;
+    ManualClock clock(kNow);
+    DispatcherOptions o;
+    std::vector<DispatchEvent::Kind> events;
+    o.on_event = [&](const DispatchEvent& e) { events.push_back(e.kind); };
+    Dispatcher d(s, broker, o, clock);
+    s.add(Message::text("t", "before"), clock.wall_ms());
+    d.run_once();
+    d.run_once();
+    EXPECT_EQ(s.size(), 0u);
+    s.take_lease(lease("usurper", "other-host", 8, clock.wall_ms(), 3'600'000));
+    s.add(Message::text("t", "after"), clock.wall_ms());
+    for (int i = 0; i < 10; ++i) {
+        clock.advance(o.lease_ttl / 2);
+        d.run_once();
+    }
+    EXPECT_NE(std::find(events.begin(), events.end(), DispatchEvent::Kind::lease_lost),
+              events.end());
+    EXPECT_EQ(s.size(), 1u) << "nothing sent once the lease is gone";
+    EXPECT_EQ(s.lease()->owner, "usurper");
 }
 
 TEST(FakeStore, AddValidatesLikeTheOutboxAndRequeueWantsADeadRecord) {
