@@ -16,6 +16,9 @@ namespace outpost {
 // leave ttl unset for that.
 inline constexpr std::chrono::milliseconds kMaxTtl = std::chrono::years(100);
 
+// The largest payload MQTT can carry (its remaining-length limit): 268,435,455 bytes.
+inline constexpr std::size_t kMaxMqttPayload = 268435455;
+
 // One MQTT 5 user property. Both strings must be valid UTF-8 without the code points MQTT
 // forbids (see Message::topic).
 struct Header {
@@ -78,5 +81,15 @@ struct Record {
     std::optional<std::int64_t> done_at;     // when it became delivered, dead or expired
     std::string last_error;                  // the last rejection or timeout, empty if none
 };
+
+// What validate() holds a message to beyond MQTT's own rules.
+struct MessageLimits {
+    // Largest payload accepted. Default 1 MiB; at most kMaxMqttPayload makes sense.
+    std::size_t max_payload_bytes = 1 << 20;
+};
+
+// Throws InvalidMessage naming the first rule `message` breaks: what Outbox::add() checks
+// (with its OutboxOptions::max_payload_bytes) before anything touches the database.
+void validate(const Message& message, const MessageLimits& limits = {});
 
 }  // namespace outpost

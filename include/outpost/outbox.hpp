@@ -51,8 +51,10 @@ struct OutboxOptions {
     void validate() const;
 };
 
-// Throws InvalidMessage naming the first rule `message` breaks. What add() checks.
-void validate(const Message& message, const OutboxOptions& options = {});
+// validate(message) with the limits of an Outbox opened with `options`: what add() checks.
+inline void validate(const Message& message, const OutboxOptions& options) {
+    validate(message, MessageLimits{options.max_payload_bytes});
+}
 
 // The capture side, bound to the app's connection.
 //

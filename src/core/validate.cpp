@@ -1,18 +1,17 @@
-// Message and options validation: what add() refuses before anything touches the database.
+// Message validation: what add() refuses before anything touches the database.
 #include <array>
 #include <string>
 #include <string_view>
 
 #include "mqtt_text.hpp"
 #include "outpost/error.hpp"
-#include "outpost/outbox.hpp"
+#include "outpost/message.hpp"
 
 namespace outpost {
 
 namespace {
 
-constexpr std::size_t kMaxMqttString = 65535;       // MQTT's two-byte length prefix
-constexpr std::size_t kMaxMqttPayload = 268435455;  // MQTT's remaining-length limit
+constexpr std::size_t kMaxMqttString = 65535;  // MQTT's two-byte length prefix
 
 std::string hex(unsigned value, int digits) {
     static constexpr char kDigits[] = "0123456789ABCDEF";
@@ -180,29 +179,7 @@ std::string describe(const TextFault& f) {
 
 }  // namespace detail
 
-void OutboxOptions::validate() const {
-    if (max_payload_bytes > kMaxMqttPayload) {
-        throw InvalidConfig("OutboxOptions::max_payload_bytes is " +
-                            std::to_string(max_payload_bytes) +
-                            "; MQTT carries at most 268435455 bytes");
-    }
-    if (busy_timeout.count() < 0) {
-        throw InvalidConfig("OutboxOptions::busy_timeout must not be negative");
-    }
-    if (quota_refresh.count() < 0) {
-        throw InvalidConfig("OutboxOptions::quota_refresh must not be negative");
-    }
-    if (when_full != WhenFull::refuse && when_full != WhenFull::drop_oldest) {
-        throw InvalidConfig("OutboxOptions::when_full must be WhenFull::refuse or drop_oldest");
-    }
-    if (when_full == WhenFull::drop_oldest && max_pending == 0 && max_pending_bytes == 0) {
-        throw InvalidConfig(
-            "OutboxOptions::when_full is drop_oldest but there is no quota (max_pending and "
-            "max_pending_bytes are 0)");
-    }
-}
-
-void validate(const Message& m, const OutboxOptions& options) {
+void validate(const Message& m, const MessageLimits& limits) {
     if (m.topic.empty()) {
         throw InvalidMessage("the topic is empty");
     }
@@ -217,9 +194,9 @@ void validate(const Message& m, const OutboxOptions& options) {
     if (m.qos < 0 || m.qos > 2) {
         throw InvalidMessage("qos is " + std::to_string(m.qos) + "; it must be 0, 1 or 2");
     }
-    if (m.payload.size() > options.max_payload_bytes) {
+    if (m.payload.size() > limits.max_payload_bytes) {
         throw InvalidMessage("the payload is " + std::to_string(m.payload.size()) +
-                             " bytes; the limit is " + std::to_string(options.max_payload_bytes));
+                             " bytes; the limit is " + std::to_string(limits.max_payload_bytes));
     }
     if (m.ttl && (m.ttl->count() <= 0 || *m.ttl > kMaxTtl)) {
         // add() computes expires_at = now + ttl in int64 milliseconds: milliseconds::max() would

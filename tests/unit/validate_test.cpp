@@ -1,10 +1,11 @@
-// What add() refuses, checked on the core alone (no database).
+// What add() refuses, checked on the core alone (no database). OutboxOptions, the SQLite side's
+// settings, are checked in outbox_options_test.cpp.
 #include <gtest/gtest.h>
 
 #include <string>
 
 #include "outpost/error.hpp"
-#include "outpost/outbox.hpp"
+#include "outpost/message.hpp"
 
 using namespace std::chrono_literals;
 using outpost::InvalidMessage;
@@ -13,7 +14,7 @@ using outpost::Message;
 namespace {
 
 // The error text of validate(m), or "" when it passes.
-std::string error_of(const Message& m, const outpost::OutboxOptions& o = {}) {
+std::string error_of(const Message& m, const outpost::MessageLimits& o = {}) {
     try {
         outpost::validate(m, o);
         return "";
@@ -249,30 +250,21 @@ TEST(Validate, TheKeyIsNeverSentSoOnlyUtf8AndNulMatter) {
               std::string::npos);
 }
 
-TEST(Validate, PayloadLimitFollowsTheOptions) {
-    outpost::OutboxOptions o;
-    o.max_payload_bytes = 10;
+TEST(Validate, PayloadLimitIsTheMessageLimitAtItsEdge) {
+    outpost::MessageLimits limits;
     Message m = ok();
-    m.payload.resize(10);
-    EXPECT_EQ(error_of(m, o), "");
-    m.payload.resize(11);
-    EXPECT_NE(error_of(m, o), "");
-    o.max_payload_bytes = 268435456;  // beyond MQTT's limit
-    EXPECT_THROW(o.validate(), outpost::InvalidConfig);
-}
-
-TEST(Validate, DropOldestNeedsAQuota) {
-    outpost::OutboxOptions o;
-    o.when_full = outpost::WhenFull::drop_oldest;
-    try {
-        o.validate();
-        FAIL() << "drop_oldest without max_pending was accepted";
-    } catch (const outpost::InvalidConfig& e) {
-        EXPECT_NE(std::string(e.what()).find("when_full"), std::string::npos) << e.what();
-    }
-    o.max_pending = 100;
-    EXPECT_NO_THROW(o.validate());
-    o.max_pending = 0;
-    o.max_pending_bytes = 1 << 20;
-    EXPECT_NO_THROW(o.validate());
+    m.payload.resize(limits.max_payload_bytes);  // the default, 1 MiB
+    EXPECT_EQ(error_of(m, limits), "");
+    m.payload.push_back(std::byte{'x'});
+    EXPECT_NE(error_of(m, limits).find("the payload is 1048577 bytes; the limit is 1048576"),
+              std::string::npos)
+        << error_of(m, limits);
+    limits.max_payload_bytes = 1;
+    m.payload.assign(1, std::byte{'a'});
+    EXPECT_EQ(error_of(m, limits), "");
+    m.payload.push_back(std::byte{'b'});
+    EXPECT_NE(error_of(m, limits), "");
+    limits.max_payload_bytes = 0;
+    m.payload.clear();
+    EXPECT_EQ(error_of(m, limits), "");
 }

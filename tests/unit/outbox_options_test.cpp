@@ -1,0 +1,56 @@
+// OutboxOptions: the capture side's settings and the message limits they give validate().
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "outpost/error.hpp"
+#include "outpost/outbox.hpp"
+
+using outpost::InvalidMessage;
+using outpost::Message;
+
+namespace {
+
+// The error text of validate(m) with an Outbox's options, or "" when it passes.
+std::string error_of(const Message& m, const outpost::OutboxOptions& o = {}) {
+    try {
+        outpost::validate(m, o);
+        return "";
+    } catch (const InvalidMessage& e) {
+        return e.what();
+    }
+}
+
+Message ok() {
+    return Message::text("site/1/temp", "21.5");
+}
+
+}  // namespace
+
+TEST(Validate, PayloadLimitFollowsTheOptions) {
+    outpost::OutboxOptions o;
+    o.max_payload_bytes = 10;
+    Message m = ok();
+    m.payload.resize(10);
+    EXPECT_EQ(error_of(m, o), "");
+    m.payload.resize(11);
+    EXPECT_NE(error_of(m, o), "");
+    o.max_payload_bytes = 268435456;  // beyond MQTT's limit
+    EXPECT_THROW(o.validate(), outpost::InvalidConfig);
+}
+
+TEST(Validate, DropOldestNeedsAQuota) {
+    outpost::OutboxOptions o;
+    o.when_full = outpost::WhenFull::drop_oldest;
+    try {
+        o.validate();
+        FAIL() << "drop_oldest without max_pending was accepted";
+    } catch (const outpost::InvalidConfig& e) {
+        EXPECT_NE(std::string(e.what()).find("when_full"), std::string::npos) << e.what();
+    }
+    o.max_pending = 100;
+    EXPECT_NO_THROW(o.validate());
+    o.max_pending = 0;
+    o.max_pending_bytes = 1 << 20;
+    EXPECT_NO_THROW(o.validate());
+}
