@@ -22,13 +22,14 @@
 #include <string>
 #include <vector>
 
-#include "commands.hpp"
+#include "command.hpp"
 #include "duration.hpp"
 #include "outpost/admin.hpp"
 #include "outpost/dispatcher.hpp"
 #include "outpost/error.hpp"
 #include "outpost/mqtt_broker.hpp"
 #include "outpost/sqlite_store.hpp"
+#include "sync.hpp"
 #include "text.hpp"
 
 namespace outpost::cli {
