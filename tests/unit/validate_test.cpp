@@ -2,9 +2,12 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <utility>
 
+#include "outpost/dispatcher.hpp"
 #include "outpost/error.hpp"
 #include "outpost/outbox.hpp"
+#include "outpost/retry_policy.hpp"
 
 using namespace std::chrono_literals;
 using outpost::InvalidMessage;
@@ -275,4 +278,54 @@ TEST(Validate, DropOldestNeedsAQuota) {
     o.max_pending = 0;
     o.max_pending_bytes = 1 << 20;
     EXPECT_NO_THROW(o.validate());
+}
+
+// The InvalidConfig of `validate()`: its field() and what(); fails the test when nothing throws.
+using FieldAndText = std::pair<std::string, std::string>;
+
+template <typename Options>
+FieldAndText invalid_config_of(const Options& o) {
+    try {
+        o.validate();
+    } catch (const outpost::InvalidConfig& e) {
+        return {e.field(), e.what()};
+    }
+    ADD_FAILURE() << "validate() accepted the options";
+    return {};
+}
+
+TEST(InvalidConfigField, NamesTheFieldAtFaultAndKeepsTheText) {
+    outpost::OutboxOptions outbox;
+    outbox.max_payload_bytes = 268435456;
+    EXPECT_EQ(invalid_config_of(outbox),
+              (FieldAndText{
+                  "max_payload_bytes",
+                  "OutboxOptions::max_payload_bytes is 268435456; MQTT carries at most 268435455 "
+                  "bytes"}));
+    outbox = {};
+    outbox.when_full = outpost::WhenFull::drop_oldest;
+    EXPECT_EQ(invalid_config_of(outbox).first, "when_full");
+
+    outpost::RetryPolicy retry;
+    retry.jitter = 2.0;
+    EXPECT_EQ(invalid_config_of(retry),
+              (FieldAndText{"jitter", "RetryPolicy::jitter must be within [0, 1]"}));
+
+    outpost::DispatcherOptions dispatcher;
+    dispatcher.window = 0;
+    EXPECT_EQ(invalid_config_of(dispatcher).first, "window");
+    dispatcher = {};
+    dispatcher.ack_timeout = 0ms;
+    EXPECT_EQ(invalid_config_of(dispatcher),
+              (FieldAndText{"ack_timeout", "DispatcherOptions::ack_timeout must be positive"}));
+    dispatcher = {};
+    dispatcher.retry.max_backoff = std::chrono::hours(24 * 365 * 200);
+    EXPECT_EQ(invalid_config_of(dispatcher).first, "retry.max_backoff");
+}
+
+TEST(InvalidConfigField, EmptyWhenTheThrowSiteNamesNoField) {
+    const outpost::InvalidConfig e("something is wrong");
+    EXPECT_EQ(e.field(), "");
+    EXPECT_STREQ(e.what(), "something is wrong");
+    EXPECT_EQ(e.kind(), outpost::ErrorKind::invalid_config);
 }
