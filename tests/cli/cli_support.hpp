@@ -27,7 +27,7 @@
 
 #include "outpost/admin.hpp"
 #include "outpost/outpost.hpp"
-#include "temp_dir.hpp"
+#include "testkit/temp_dir.hpp"
 
 namespace outpost::testing {
 
