@@ -138,6 +138,6 @@ Run setup_add(CLI::App& cmd, const Common& common) {
 
 }  // namespace
 
-const Command kAddCommand{"add", "Enqueue a message by hand; prints its id", setup_add};
+extern const Command kAddCommand{"add", "Enqueue a message by hand; prints its id", setup_add};
 
 }  // namespace outpost::cli

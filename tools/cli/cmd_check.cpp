@@ -72,7 +72,7 @@ Run setup_check(CLI::App& cmd, const Common& common) {
 
 }  // namespace
 
-const Command kCheckCommand{"check", "Integrity and schema check; exit 0 only when clean",
-                            setup_check};
+extern const Command kCheckCommand{"check", "Integrity and schema check; exit 0 only when clean",
+                                   setup_check};
 
 }  // namespace outpost::cli

@@ -66,7 +66,7 @@ Run setup_export(CLI::App& cmd, const Common& common) {
 
 }  // namespace
 
-const Command kExportCommand{"export", "Write records as JSON Lines, payload in base64",
-                             setup_export};
+extern const Command kExportCommand{"export", "Write records as JSON Lines, payload in base64",
+                                    setup_export};
 
 }  // namespace outpost::cli

@@ -319,9 +319,10 @@ Run setup_show(CLI::App& cmd, const Common& common) {
 
 }  // namespace
 
-const Command kStatsCommand{"stats", "Counts, bytes, oldest pending age, top topics, lease holder",
-                            setup_stats};
-const Command kListCommand{"list", "List records (without payloads) in commit order", setup_list};
-const Command kShowCommand{"show", "Show one record, all fields and payload", setup_show};
+extern const Command kStatsCommand{
+    "stats", "Counts, bytes, oldest pending age, top topics, lease holder", setup_stats};
+extern const Command kListCommand{"list", "List records (without payloads) in commit order",
+                                  setup_list};
+extern const Command kShowCommand{"show", "Show one record, all fields and payload", setup_show};
 
 }  // namespace outpost::cli

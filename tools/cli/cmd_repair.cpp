@@ -125,8 +125,9 @@ Run setup_purge(CLI::App& cmd, const Common& common) {
 
 }  // namespace
 
-const Command kRetryCommand{"retry", "Requeue dead records with attempts reset", setup_retry};
-const Command kPurgeCommand{"purge", "Delete delivered, dead or expired records (never pending)",
-                            setup_purge};
+extern const Command kRetryCommand{"retry", "Requeue dead records with attempts reset",
+                                   setup_retry};
+extern const Command kPurgeCommand{
+    "purge", "Delete delivered, dead or expired records (never pending)", setup_purge};
 
 }  // namespace outpost::cli

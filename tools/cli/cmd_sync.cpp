@@ -89,13 +89,13 @@ Run setup_sync(CLI::App& cmd, const Common& common) {
 
 }  // namespace
 
-const Command kSyncCommand{"sync",
+extern const Command kSyncCommand{"sync",
 #ifdef OUTPOST_CLI_HAVE_MQTT
-                           "Deliver the pending records to an MQTT broker, then exit",
+                                  "Deliver the pending records to an MQTT broker, then exit",
 #else
-                           "Unavailable: this outpost was built without MQTT support "
-                           "(paho-mqtt-cpp).",
+                                  "Unavailable: this outpost was built without MQTT support "
+                                  "(paho-mqtt-cpp).",
 #endif
-                           setup_sync};
+                                  setup_sync};
 
 }  // namespace outpost::cli

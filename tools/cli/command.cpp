@@ -8,6 +8,17 @@
 
 namespace outpost::cli {
 
+// Each defined in its own file.
+extern const Command kStatsCommand;   // cmd_inspect.cpp
+extern const Command kListCommand;    // cmd_inspect.cpp
+extern const Command kShowCommand;    // cmd_inspect.cpp
+extern const Command kAddCommand;     // cmd_add.cpp
+extern const Command kRetryCommand;   // cmd_repair.cpp
+extern const Command kPurgeCommand;   // cmd_repair.cpp
+extern const Command kExportCommand;  // cmd_export.cpp
+extern const Command kCheckCommand;   // cmd_check.cpp
+extern const Command kSyncCommand;    // cmd_sync.cpp
+
 namespace {
 
 // The record states, in the order help texts and checks name them: the one list the --state

@@ -6,9 +6,9 @@
 // Failures are thrown (outpost::Error or std::exception) and turned into one line on stderr by
 // main(); a UsageError exits with kExitUsage.
 //
-// To add a command: a cmd_NAME.cpp defining `const Command kNameCommand` (its options, help,
-// footer and run function), its declaration below, its place in the table in command.cpp, and
-// the file in meson.build.
+// To add a command: a cmd_NAME.cpp defining `extern const Command kNameCommand` (its options,
+// help, footer and run function), its place in the table in command.cpp, and the file in
+// meson.build.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -54,16 +54,6 @@ struct Command {
     // `common`. Both outlive the run function.
     Run (*setup)(CLI::App& cmd, const Common& common);
 };
-
-extern const Command kStatsCommand;   // cmd_inspect.cpp
-extern const Command kListCommand;    // cmd_inspect.cpp
-extern const Command kShowCommand;    // cmd_inspect.cpp
-extern const Command kAddCommand;     // cmd_add.cpp
-extern const Command kRetryCommand;   // cmd_repair.cpp
-extern const Command kPurgeCommand;   // cmd_repair.cpp
-extern const Command kExportCommand;  // cmd_export.cpp
-extern const Command kCheckCommand;   // cmd_check.cpp
-extern const Command kSyncCommand;    // cmd_sync.cpp
 
 // Every command, in the order `outpost --help` lists them.
 std::span<const Command* const> commands();
