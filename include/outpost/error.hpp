@@ -8,6 +8,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 namespace outpost {
 
@@ -49,7 +50,16 @@ class InvalidMessage : public Error {
 
 class InvalidConfig : public Error {
   public:
-    explicit InvalidConfig(const std::string& what) : Error(ErrorKind::invalid_config, what) {}
+    explicit InvalidConfig(const std::string& what, std::string field = {})
+        : Error(ErrorKind::invalid_config, what), field_(std::move(field)) {}
+
+    // The value at fault: its path within the options struct (or the call's parameter) that
+    // what() names, e.g. "servers[0]", "tls.key_file", "client_id", "max_payload_bytes",
+    // "retry.max_backoff"; empty when no single field is at fault.
+    const std::string& field() const noexcept { return field_; }
+
+  private:
+    std::string field_;
 };
 
 class StorageError : public Error {

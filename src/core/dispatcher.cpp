@@ -54,12 +54,14 @@ const char* to_string(DispatchEvent::Kind kind) noexcept {
 void DispatcherOptions::validate() const {
     if (window < 1 || window > 65535) {
         throw InvalidConfig("DispatcherOptions::window is " + std::to_string(window) +
-                            "; it must be within 1..65535");
+                                "; it must be within 1..65535",
+                            "window");
     }
     retry.validate();
     auto positive = [](std::chrono::milliseconds v, const char* name) {
         if (v.count() <= 0) {
-            throw InvalidConfig(std::string("DispatcherOptions::") + name + " must be positive");
+            throw InvalidConfig(std::string("DispatcherOptions::") + name + " must be positive",
+                                name);
         }
     };
     positive(ack_timeout, "ack_timeout");
@@ -72,8 +74,9 @@ void DispatcherOptions::validate() const {
     auto bounded = [](std::chrono::milliseconds v, const char* name) {
         if (v > kMaxDuration) {
             throw InvalidConfig(std::string("DispatcherOptions::") + name + " is " +
-                                std::to_string(v.count()) + " ms; it must be at most " +
-                                std::to_string(kMaxDuration.count()) + " ms (100 years)");
+                                    std::to_string(v.count()) + " ms; it must be at most " +
+                                    std::to_string(kMaxDuration.count()) + " ms (100 years)",
+                                name);
         }
     };
     bounded(ack_timeout, "ack_timeout");
@@ -85,13 +88,14 @@ void DispatcherOptions::validate() const {
     bounded(retention, "retention");
     bounded(retry.max_backoff, "retry.max_backoff");
     if (reconnect_max < reconnect_initial) {
-        throw InvalidConfig("DispatcherOptions::reconnect_max must be at least reconnect_initial");
+        throw InvalidConfig("DispatcherOptions::reconnect_max must be at least reconnect_initial",
+                            "reconnect_max");
     }
     if (retention.count() < 0) {
-        throw InvalidConfig("DispatcherOptions::retention must not be negative");
+        throw InvalidConfig("DispatcherOptions::retention must not be negative", "retention");
     }
     if (max_batch < 1) {
-        throw InvalidConfig("DispatcherOptions::max_batch must be at least 1");
+        throw InvalidConfig("DispatcherOptions::max_batch must be at least 1", "max_batch");
     }
 }
 

@@ -9,16 +9,17 @@ namespace outpost {
 
 void RetryPolicy::validate() const {
     if (initial_backoff.count() < 0) {
-        throw InvalidConfig("RetryPolicy::initial_backoff must not be negative");
+        throw InvalidConfig("RetryPolicy::initial_backoff must not be negative", "initial_backoff");
     }
     if (max_backoff < initial_backoff) {
-        throw InvalidConfig("RetryPolicy::max_backoff must be at least initial_backoff");
+        throw InvalidConfig("RetryPolicy::max_backoff must be at least initial_backoff",
+                            "max_backoff");
     }
     if (!(multiplier >= 1.0) || !std::isfinite(multiplier)) {
-        throw InvalidConfig("RetryPolicy::multiplier must be a finite number >= 1");
+        throw InvalidConfig("RetryPolicy::multiplier must be a finite number >= 1", "multiplier");
     }
     if (!(jitter >= 0.0 && jitter <= 1.0)) {
-        throw InvalidConfig("RetryPolicy::jitter must be within [0, 1]");
+        throw InvalidConfig("RetryPolicy::jitter must be within [0, 1]", "jitter");
     }
 }
 

@@ -13,7 +13,7 @@ namespace {
 constexpr std::size_t kMaxMqttString = 65535;
 
 [[noreturn]] void invalid(const std::string& field, const std::string& why) {
-    throw InvalidConfig("MqttOptions." + field + ": " + why);
+    throw InvalidConfig("MqttOptions." + field + ": " + why, field);
 }
 
 // A string sent in CONNECT (client id, user name, will topic) or in every PUBLISH (the id

@@ -183,7 +183,7 @@ Outbox& Admin::Impl::writer(const char* what) {
 
 Admin::Admin(const std::string& path, AdminOptions options) : impl_(std::make_unique<Impl>()) {
     if (options.page_size == 0) {
-        throw InvalidConfig("AdminOptions::page_size must be at least 1");
+        throw InvalidConfig("AdminOptions::page_size must be at least 1", "page_size");
     }
     impl_->path = path;
     impl_->options = options;
@@ -383,10 +383,10 @@ std::size_t Admin::requeue_all_dead() {
 std::size_t Admin::purge(RecordState state, std::optional<std::chrono::milliseconds> older_than,
                          bool dry_run) {
     if (state == RecordState::pending) {
-        throw InvalidConfig("purge never removes pending records");
+        throw InvalidConfig("purge never removes pending records", "state");
     }
     if (older_than && older_than->count() < 0) {
-        throw InvalidConfig("purge: older_than must not be negative");
+        throw InvalidConfig("purge: older_than must not be negative", "older_than");
     }
     if (!dry_run) {
         impl_->require_writable("purge");

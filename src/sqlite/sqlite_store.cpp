@@ -268,11 +268,13 @@ SqliteStore::SqliteStore(const std::string& path, SqliteStoreOptions options) {
         throw InvalidConfig(
             "SqliteStoreOptions::synchronous = OFF is refused: the store's connection also "
             "checkpoints the WAL, and a checkpoint without fsync followed by a WAL reset can "
-            "lose the app's synchronous=FULL commits at a power cut; use NORMAL (the default)");
+            "lose the app's synchronous=FULL commits at a power cut; use NORMAL (the default)",
+            "synchronous");
     }
     if (std::find(std::begin(kModes), std::end(kModes), options.synchronous) == std::end(kModes)) {
         throw InvalidConfig("SqliteStoreOptions::synchronous is '" + options.synchronous +
-                            "'; use NORMAL, FULL or EXTRA");
+                                "'; use NORMAL, FULL or EXTRA",
+                            "synchronous");
     }
     try {
         impl_ = std::make_unique<Impl>(path, options);

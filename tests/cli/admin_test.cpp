@@ -6,7 +6,7 @@
 
 #include "outpost/admin.hpp"
 #include "outpost/outpost.hpp"
-#include "temp_dir.hpp"
+#include "testkit/temp_dir.hpp"
 
 namespace outpost::testing {
 namespace {

@@ -27,7 +27,7 @@
 
 #include "outpost/admin.hpp"
 #include "outpost/outpost.hpp"
-#include "temp_dir.hpp"
+#include "testkit/temp_dir.hpp"
 
 namespace outpost::testing {
 
@@ -287,6 +287,53 @@ class CliTest : public ::testing::Test {
 
     TempDir dir_;
     std::string path_;
+};
+
+// Every command with the arguments it needs, against `db`.
+inline std::vector<std::vector<std::string>> every_command(const std::string& db) {
+    return {
+        {"stats", "--db", db},
+        {"list", "--db", db},
+        {"show", "--db", db, "1"},
+        {"add", "--db", db, "--topic", "t", "--payload", "x"},
+        {"retry", "--db", db, "--all-dead"},
+        {"retry", "--db", db, "1"},
+        {"purge", "--db", db, "--state", "dead"},
+        {"purge", "--db", db, "--state", "dead", "--dry-run"},
+        {"export", "--db", db},
+        {"check", "--db", db},
+#ifdef OUTPOST_CLI_HAVE_MQTT
+        {"sync", "--db", db, "--broker", "tcp://127.0.0.1:1", "--timeout", "1s"},
+#endif
+    };
+}
+
+inline std::string joined(const std::vector<std::string>& args) {
+    std::string out;
+    for (const auto& a : args)
+        out += a + " ";
+    return out;
+}
+
+// The fixture of most command tests: six records, one of them binary, in every state.
+class CliCommands : public CliTest {
+  protected:
+    void SetUp() override {
+        Message binary;
+        binary.topic = "fw/blob";
+        binary.payload = {std::byte{0x00}, std::byte{0xff}, std::byte{0x41}, std::byte{0x0a}};
+        Message keyed = Message::text("sensors/pump-7", "{\"rpm\":1200}");
+        keyed.key = "pump-7";
+        keyed.headers = {{"origin", "test"}};
+        keyed.priority = 3;
+        ids_ = add({Message::text("sensors/temp", "21.5"), keyed, binary,
+                    Message::text("sensors/temp", "21.7"), Message::text("logs/app", "boot"),
+                    Message::text("logs/app", "ready")});
+        apply(Outcome::Kind::dead, {ids_[3]});
+        apply(Outcome::Kind::delivered, {ids_[4]}, std::chrono::hours(48));
+        apply(Outcome::Kind::expired, {ids_[5]}, std::chrono::hours(1));
+    }
+    std::vector<std::int64_t> ids_;
 };
 
 }  // namespace outpost::testing

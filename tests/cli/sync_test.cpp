@@ -4,8 +4,8 @@
 #include <thread>
 
 #include "cli_support.hpp"
-#include "mosquitto.hpp"
 #include "subscriber.hpp"
+#include "testkit/mosquitto.hpp"
 
 namespace outpost::testing {
 namespace {

@@ -18,10 +18,10 @@
 #include "completions.hpp"
 #include "connection_log.hpp"
 #include "fake_broker.hpp"
-#include "mosquitto.hpp"
 #include "outpost/error.hpp"
 #include "outpost/mqtt_broker.hpp"
 #include "subscriber.hpp"
+#include "testkit/mosquitto.hpp"
 
 namespace outpost {
 namespace {

@@ -17,11 +17,11 @@
 
 #include "completions.hpp"
 #include "connection_log.hpp"
-#include "mosquitto.hpp"
 #include "mqtt_broker_helpers.hpp"
 #include "outpost/error.hpp"
 #include "outpost/mqtt_broker.hpp"
 #include "subscriber.hpp"
+#include "testkit/mosquitto.hpp"
 
 namespace outpost {
 namespace {

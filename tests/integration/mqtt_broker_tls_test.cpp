@@ -8,11 +8,11 @@
 #include <string>
 
 #include "completions.hpp"
-#include "mosquitto.hpp"
 #include "mqtt_broker_helpers.hpp"
 #include "outpost/error.hpp"
 #include "outpost/mqtt_broker.hpp"
 #include "subscriber.hpp"
+#include "testkit/mosquitto.hpp"
 
 namespace outpost {
 namespace {

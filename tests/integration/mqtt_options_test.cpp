@@ -255,6 +255,30 @@ TEST(MqttReasonCodes, LocalRefusalFollowsTheConnackAndTheStringRules) {
     EXPECT_EQ(big->reason, "packet too large: the server accepts at most 20 bytes");
 }
 
+// field() is the path validate() names after "MqttOptions.", without the text around it.
+TEST(MqttOptions, InvalidConfigFieldIsThePathOfTheOption) {
+    auto field_of = [](const MqttOptions& o) {
+        try {
+            o.validate();
+        } catch (const InvalidConfig& e) {
+            EXPECT_EQ(std::string(e.what()).rfind("MqttOptions." + e.field() + ": ", 0), 0u)
+                << e.what();
+            return e.field();
+        }
+        ADD_FAILURE() << "validate() accepted the options";
+        return std::string();
+    };
+    MqttOptions o = valid();
+    o.servers.push_back("127.0.0.1:1883");
+    EXPECT_EQ(field_of(o), "servers[1]");
+    o = valid();
+    o.client_id.clear();
+    EXPECT_EQ(field_of(o), "client_id");
+    o = valid();
+    o.tls.key_file = "k.pem";
+    EXPECT_EQ(field_of(o), "tls.key_file");
+}
+
 TEST(MqttReasonCodes, Names) {
     EXPECT_STREQ(mqtt_reason_name(0x87), "not authorized");
     EXPECT_STREQ(mqtt_reason_name(0x97), "quota exceeded");

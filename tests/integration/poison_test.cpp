@@ -14,11 +14,11 @@
 #include <string>
 #include <vector>
 
-#include "mosquitto.hpp"
 #include "outpost/mqtt_broker.hpp"
 #include "outpost/outpost.hpp"
 #include "subscriber.hpp"
-#include "temp_dir.hpp"
+#include "testkit/mosquitto.hpp"
+#include "testkit/temp_dir.hpp"
 
 namespace outpost {
 namespace {

@@ -16,7 +16,7 @@
 
 #include "fake_broker.hpp"
 #include "outpost/outpost.hpp"
-#include "temp_dir.hpp"
+#include "testkit/temp_dir.hpp"
 
 using namespace std::chrono_literals;
 using namespace outpost;

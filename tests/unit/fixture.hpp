@@ -11,7 +11,7 @@
 
 #include "fake_broker.hpp"
 #include "outpost/outpost.hpp"
-#include "temp_dir.hpp"
+#include "testkit/temp_dir.hpp"
 
 namespace outpost::testing {
 

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <utility>
 
 #include "outpost/error.hpp"
 #include "outpost/outbox.hpp"
@@ -19,6 +20,18 @@ std::string error_of(const Message& m, const outpost::OutboxOptions& o = {}) {
     } catch (const InvalidMessage& e) {
         return e.what();
     }
+}
+
+using FieldAndText = std::pair<std::string, std::string>;
+
+FieldAndText invalid_config_of(const outpost::OutboxOptions& o) {
+    try {
+        o.validate();
+    } catch (const outpost::InvalidConfig& e) {
+        return {e.field(), e.what()};
+    }
+    ADD_FAILURE() << "validate() accepted the options";
+    return {};
 }
 
 Message ok() {
@@ -53,4 +66,17 @@ TEST(Validate, DropOldestNeedsAQuota) {
     o.max_pending = 0;
     o.max_pending_bytes = 1 << 20;
     EXPECT_NO_THROW(o.validate());
+}
+
+TEST(InvalidConfigField, OutboxOptionsNamesTheFieldAtFaultAndKeepsTheText) {
+    outpost::OutboxOptions outbox;
+    outbox.max_payload_bytes = 268435456;
+    EXPECT_EQ(invalid_config_of(outbox),
+              (FieldAndText{
+                  "max_payload_bytes",
+                  "OutboxOptions::max_payload_bytes is 268435456; MQTT carries at most 268435455 "
+                  "bytes"}));
+    outbox = {};
+    outbox.when_full = outpost::WhenFull::drop_oldest;
+    EXPECT_EQ(invalid_config_of(outbox).first, "when_full");
 }

@@ -11,7 +11,7 @@
 
 #include "outpost/outpost.hpp"
 #include "queries.hpp"
-#include "temp_dir.hpp"
+#include "testkit/temp_dir.hpp"
 
 using namespace outpost;
 using outpost::testing::TempDir;

@@ -12,7 +12,7 @@
 
 #include "outpost/outpost.hpp"
 #include "record_state_sql.hpp"
-#include "temp_dir.hpp"
+#include "testkit/temp_dir.hpp"
 
 using namespace outpost;
 using outpost::testing::TempDir;

@@ -40,7 +40,7 @@
 #include "fake_broker.hpp"
 #include "fake_store.hpp"
 #include "outpost/outpost.hpp"
-#include "temp_dir.hpp"
+#include "testkit/temp_dir.hpp"
 
 namespace outpost {
 namespace {

@@ -3,9 +3,12 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <utility>
 
+#include "outpost/dispatcher.hpp"
 #include "outpost/error.hpp"
 #include "outpost/message.hpp"
+#include "outpost/retry_policy.hpp"
 
 using namespace std::chrono_literals;
 using outpost::InvalidMessage;
@@ -267,4 +270,44 @@ TEST(Validate, PayloadLimitIsTheMessageLimitAtItsEdge) {
     limits.max_payload_bytes = 0;
     m.payload.clear();
     EXPECT_EQ(error_of(m, limits), "");
+}
+
+// The InvalidConfig of `validate()`: its field() and what(); fails the test when nothing throws.
+using FieldAndText = std::pair<std::string, std::string>;
+
+template <typename Options>
+FieldAndText invalid_config_of(const Options& o) {
+    try {
+        o.validate();
+    } catch (const outpost::InvalidConfig& e) {
+        return {e.field(), e.what()};
+    }
+    ADD_FAILURE() << "validate() accepted the options";
+    return {};
+}
+
+// OutboxOptions (the SQLite side) names its fields too: outbox_options_test.cpp.
+TEST(InvalidConfigField, NamesTheFieldAtFaultAndKeepsTheText) {
+    outpost::RetryPolicy retry;
+    retry.jitter = 2.0;
+    EXPECT_EQ(invalid_config_of(retry),
+              (FieldAndText{"jitter", "RetryPolicy::jitter must be within [0, 1]"}));
+
+    outpost::DispatcherOptions dispatcher;
+    dispatcher.window = 0;
+    EXPECT_EQ(invalid_config_of(dispatcher).first, "window");
+    dispatcher = {};
+    dispatcher.ack_timeout = 0ms;
+    EXPECT_EQ(invalid_config_of(dispatcher),
+              (FieldAndText{"ack_timeout", "DispatcherOptions::ack_timeout must be positive"}));
+    dispatcher = {};
+    dispatcher.retry.max_backoff = std::chrono::hours(24 * 365 * 200);
+    EXPECT_EQ(invalid_config_of(dispatcher).first, "retry.max_backoff");
+}
+
+TEST(InvalidConfigField, EmptyWhenTheThrowSiteNamesNoField) {
+    const outpost::InvalidConfig e("something is wrong");
+    EXPECT_EQ(e.field(), "");
+    EXPECT_STREQ(e.what(), "something is wrong");
+    EXPECT_EQ(e.kind(), outpost::ErrorKind::invalid_config);
 }

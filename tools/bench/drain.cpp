@@ -23,7 +23,7 @@
 #include "outpost/mqtt_broker.hpp"
 #include "outpost/outbox.hpp"
 #include "outpost/sqlite_store.hpp"
-#include "temp_dir.hpp"
+#include "testkit/temp_dir.hpp"
 
 namespace outpost::bench {
 

@@ -5,7 +5,7 @@
 
 #include "bench.hpp"
 #include "outpost/outbox.hpp"
-#include "temp_dir.hpp"
+#include "testkit/temp_dir.hpp"
 
 namespace outpost::bench {
 

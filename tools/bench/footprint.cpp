@@ -5,7 +5,7 @@
 #include <filesystem>
 
 #include "bench.hpp"
-#include "temp_dir.hpp"
+#include "testkit/temp_dir.hpp"
 
 namespace outpost::bench {
 

@@ -18,7 +18,7 @@
 #include <sstream>
 
 #include "bench.hpp"
-#include "mosquitto.hpp"
+#include "testkit/mosquitto.hpp"
 
 using namespace outpost::bench;
 

@@ -11,24 +11,25 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
-#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
-#include <regex>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
-#include "commands.hpp"
+#include "command.hpp"
 #include "duration.hpp"
 #include "outpost/admin.hpp"
 #include "outpost/dispatcher.hpp"
 #include "outpost/error.hpp"
 #include "outpost/mqtt_broker.hpp"
 #include "outpost/sqlite_store.hpp"
+#include "sync.hpp"
 #include "text.hpp"
 
 namespace outpost::cli {
@@ -109,19 +110,41 @@ std::string scrub(std::string text, const std::vector<std::string>& uris,
     return text;
 }
 
-// The library's field names in an InvalidConfig message, replaced by the options that set them.
-std::string option_names(std::string text) {
-    static const std::regex kServer(R"(MqttOptions\.servers\[\d+\])");
-    text = std::regex_replace(text, kServer, "--broker");
-    static const std::pair<const char*, const char*> kFields[] = {
-        {"MqttOptions.tls.ca_file", "--ca-file"},    {"MqttOptions.tls.cert_file", "--cert-file"},
-        {"MqttOptions.tls.key_file", "--key-file"},  {"tls.cert_file", "--cert-file"},
-        {"MqttOptions.client_id", "--client-id"},    {"MqttOptions.username", "--username"},
-        {"MqttOptions.password", "--password-file"}, {"MqttOptions.servers", "--broker"},
-    };
-    for (const auto& [field, option] : kFields) {
-        for (std::size_t at = text.find(field); at != std::string::npos; at = text.find(field)) {
-            text.replace(at, std::strlen(field), option);
+// The option of `outpost sync` that sets each MqttOptions field it fills in, by
+// InvalidConfig::field() (an index, servers[1], names the same option as servers).
+constexpr std::pair<std::string_view, std::string_view> kOptionOfField[] = {
+    {"servers", "--broker"},         {"client_id", "--client-id"}, {"username", "--username"},
+    {"password", "--password-file"}, {"tls.ca_file", "--ca-file"}, {"tls.cert_file", "--cert-file"},
+    {"tls.key_file", "--key-file"},
+};
+
+std::optional<std::string_view> option_of(std::string_view field) {
+    field = field.substr(0, field.find('['));
+    for (const auto& [name, option] : kOptionOfField) {
+        if (name == field) {
+            return option;
+        }
+    }
+    return std::nullopt;
+}
+
+// `text`, the message of `e`, in the words of the command line: its "MqttOptions.FIELD" becomes
+// the option that sets the field, and so does another field it names ("set without
+// tls.cert_file"). A dotted name cannot be an ordinary word of the message.
+std::string option_names(const InvalidConfig& e, std::string text) {
+    if (const auto option = option_of(e.field())) {
+        const std::string prefix = "MqttOptions." + e.field();
+        if (text.starts_with(prefix)) {
+            text.replace(0, prefix.size(), *option);
+        }
+    }
+    for (const auto& [name, option] : kOptionOfField) {
+        if (name.find('.') == std::string_view::npos) {
+            continue;
+        }
+        for (std::size_t at = text.find(name); at != std::string::npos;
+             at = text.find(name, at + option.size())) {
+            text.replace(at, name.size(), option);
         }
     }
     return text;
@@ -261,7 +284,7 @@ int run_sync(const Common& common, const SyncArgs& args) {
     try {
         broker_owner = std::make_unique<MqttBroker>(mqtt);
     } catch (const InvalidConfig& e) {
-        throw UsageError("sync: " + option_names(scrub(e.what(), args.brokers, mqtt.password)));
+        throw UsageError("sync: " + option_names(e, scrub(e.what(), args.brokers, mqtt.password)));
     }
     MqttBroker& broker = *broker_owner;
 

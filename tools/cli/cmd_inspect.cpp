@@ -1,19 +1,18 @@
-// The read and maintenance commands: thin layers over outpost::Admin.
-#include "commands.hpp"
-
-#include <cstdio>
-#include <fstream>
+// The read commands: stats, list, show. Thin layers over outpost::Admin, read-only.
+#include <chrono>
+#include <cstdint>
 #include <iostream>
-#include <iterator>
+#include <memory>
 #include <nlohmann/json.hpp>
-#include <span>
-#include <sstream>
-#include <stdexcept>
+#include <optional>
+#include <string>
 
+#include "command.hpp"
 #include "duration.hpp"
 #include "outpost/admin.hpp"
 #include "outpost/clock.hpp"
 #include "outpost/error.hpp"
+#include "record_json.hpp"
 #include "table.hpp"
 #include "text.hpp"
 
@@ -23,59 +22,21 @@ namespace {
 
 using json = nlohmann::json;
 
-// Invalid UTF-8 in a stored string (a last_error from a broker, say) must not abort the output.
-std::string dump(const json& j, int indent = -1) {
-    return j.dump(indent, ' ', false, json::error_handler_t::replace);
-}
+struct StatsArgs {
+    std::size_t top = 10;
+};
 
-Admin open_admin(const Common& common, bool read_only) {
-    return Admin(common.db, admin_options(common, read_only));
-}
+struct ListArgs {
+    std::string state = "all";
+    std::optional<std::string> topic;
+    std::optional<std::string> key;
+    std::size_t limit = 100;
+    std::int64_t after = 0;
+};
 
-std::optional<RecordState> state_filter(const std::string& name) {
-    if (name == "all") {
-        return std::nullopt;
-    }
-    if (auto s = parse_record_state(name)) {
-        return s;
-    }
-    throw UsageError("unknown state '" + name + "'");
-}
-
-json optional_json(const std::optional<std::int64_t>& v) {
-    return v ? json(*v) : json(nullptr);
-}
-
-// Every field of a record except the payload itself.
-json record_json(const Record& r) {
-    json headers = json::array();
-    for (const Header& h : r.message.headers) {
-        headers.push_back({{"name", h.name}, {"value", h.value}});
-    }
-    return {
-        {"id", r.id},
-        {"uid", r.uid},
-        {"state", to_string(r.state)},
-        {"topic", r.message.topic},
-        {"key", r.message.key ? json(*r.message.key) : json(nullptr)},
-        {"qos", r.message.qos},
-        {"retain", r.message.retain},
-        {"priority", r.message.priority},
-        {"headers", headers},
-        {"content_type", r.message.content_type ? json(*r.message.content_type) : json(nullptr)},
-        {"payload_bytes", r.message.payload.size()},
-        {"created_at", r.created_at},
-        {"expires_at", optional_json(r.expires_at)},
-        {"attempts", r.attempts},
-        {"next_attempt_at", r.next_attempt_at},
-        {"done_at", optional_json(r.done_at)},
-        {"last_error", r.last_error.empty() ? json(nullptr) : json(r.last_error)},
-    };
-}
-
-std::span<const std::byte> payload_of(const Record& r) {
-    return r.message.payload;
-}
+struct ShowArgs {
+    std::int64_t id = 0;
+};
 
 std::string age(std::int64_t since_ms, std::int64_t now_ms) {
     return format_duration(std::chrono::milliseconds(now_ms - since_ms));
@@ -95,35 +56,6 @@ std::string truncate(const std::string& s, std::size_t max) {
         out += c;
     }
     return out + "…";
-}
-
-std::string read_payload_file(const std::string& path) {
-    if (path == "-") {
-        std::ostringstream all;
-        all << std::cin.rdbuf();
-        if (std::cin.bad()) {
-            throw std::runtime_error("reading the payload from stdin failed");
-        }
-        return all.str();
-    }
-    std::ifstream in(path, std::ios::binary);
-    if (!in) {
-        throw std::runtime_error("cannot open payload file " + path);
-    }
-    std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (in.bad()) {
-        throw std::runtime_error("reading payload file " + path + " failed");
-    }
-    return data;
-}
-
-}  // namespace
-
-AdminOptions admin_options(const Common& common, bool read_only) {
-    AdminOptions options;
-    options.read_only = read_only;
-    options.busy_timeout = parse_duration(common.busy_timeout);
-    return options;
 }
 
 int run_stats(const Common& common, const StatsArgs& args) {
@@ -332,164 +264,65 @@ int run_show(const Common& common, const ShowArgs& args) {
     return kExitOk;
 }
 
-int run_add(const Common& common, const AddArgs& args) {
-    Message m;
-    m.topic = args.topic;
-    std::string payload;
-    if (args.payload) {
-        payload = *args.payload;
-    } else if (args.payload_file) {
-        payload = read_payload_file(*args.payload_file);
-    }
-    const auto* p = reinterpret_cast<const std::byte*>(payload.data());
-    m.payload.assign(p, p + payload.size());
-    m.key = args.key;
-    m.qos = args.qos;
-    m.priority = args.priority;
-    m.retain = args.retain;
-    m.content_type = args.content_type;
-    if (args.ttl) {
-        m.ttl = parse_duration(*args.ttl);
-    }
-    for (const std::string& h : args.headers) {
-        const std::size_t eq = h.find('=');
-        if (eq == std::string::npos || eq == 0) {
-            throw UsageError("--header '" + h + "' is not NAME=VALUE");
-        }
-        m.headers.push_back({h.substr(0, eq), h.substr(eq + 1)});
-    }
-    Admin admin = open_admin(common, false);
-    const std::int64_t id = admin.add(m);
-    if (common.json) {
-        std::cout << dump(json{{"id", id}}) << '\n';
-    } else {
-        std::cout << id << '\n';
-    }
-    return kExitOk;
+Run setup_stats(CLI::App& cmd, const Common& common) {
+    auto args = std::make_shared<StatsArgs>();
+    cmd.add_option("--top", args->top, "How many topics to list (0 = none)")
+        ->check(CLI::NonNegativeNumber)
+        ->capture_default_str();
+    cmd.footer(
+        "Counts and payload bytes by state, age of the oldest pending record, the topics with the\n"
+        "most records, outpost schema version, file and WAL size, and who holds the dispatcher\n"
+        "lease (active, expired, or held by a process that is gone). Each figure is read in its\n"
+        "own short read, so figures may differ by what committed in between.\n"
+        "Example: outpost stats --db /var/lib/app/app.db");
+    return [&common, args] { return run_stats(common, *args); };
 }
 
-int run_retry(const Common& common, const RetryArgs& args) {
-    Admin admin = open_admin(common, false);
-    if (args.all_dead) {
-        const std::size_t n = admin.requeue_all_dead();
-        if (common.json) {
-            std::cout << dump(json{{"requeued", n}}) << '\n';
-        } else {
-            std::cout << "requeued " << n << " dead record" << (n == 1 ? "" : "s") << '\n';
-        }
-        return kExitOk;
-    }
-    json requeued = json::array();
-    json failed = json::array();
-    for (const std::int64_t id : args.ids) {
-        try {
-            admin.requeue(id);
-            requeued.push_back(id);
-            if (!common.json) {
-                std::cout << "requeued " << id << '\n';
-            }
-        } catch (const NotFound& e) {
-            // Keep going: one wrong id must not stop the others; the exit code reports it.
-            failed.push_back({{"id", id}, {"error", e.what()}});
-            std::cerr << "outpost: error: " << one_line(e.what()) << '\n';
-        }
-    }
-    if (common.json) {
-        std::cout << dump(json{{"requeued", requeued}, {"failed", failed}}) << '\n';
-    }
-    return failed.empty() ? kExitOk : kExitFailure;
+Run setup_list(CLI::App& cmd, const Common& common) {
+    auto args = std::make_shared<ListArgs>();
+    add_state_option(cmd, args->state, StateChoice::any)->capture_default_str();
+    cmd.add_option_function<std::string>(
+           "--topic", [args](const std::string& v) { args->topic = v; },
+           "Only topics starting with PREFIX (plain text, no MQTT wildcards)")
+        ->type_name("PREFIX");
+    cmd.add_option_function<std::string>(
+           "--key", [args](const std::string& v) { args->key = v; }, "Only this ordering key")
+        ->type_name("K");
+    cmd.add_option("--limit", args->limit, "At most N records (0 = no limit)")
+        ->check(CLI::NonNegativeNumber)
+        ->type_name("N")
+        ->capture_default_str();
+    cmd.add_option("--after", args->after,
+                   "Only records with an id above ID (to page: pass the last id shown)")
+        ->type_name("ID");
+    cmd.footer(
+        "Records come in commit (id) order, read in short pages. Only the records present when\n"
+        "the command starts are listed (up to the largest id then): it ends even while the app\n"
+        "adds records faster than it reads. The table shows no payloads (see show and export);\n"
+        "--json writes one JSON array of record objects.\n"
+        "Examples:\n"
+        "  outpost list --db app.db --state dead\n"
+        "  outpost list --db app.db --topic sensors/ --key pump-7 --limit 20 --json");
+    return [&common, args] { return run_list(common, *args); };
 }
 
-int run_purge(const Common& common, const PurgeArgs& args) {
-    const std::optional<RecordState> state = parse_record_state(args.state);
-    if (!state || *state == RecordState::pending) {
-        throw UsageError(
-            "purge: --state must be delivered, dead or expired (pending records are never purged)");
-    }
-    std::optional<std::chrono::milliseconds> older;
-    if (args.older_than) {
-        older = parse_duration(*args.older_than);
-    }
-    Admin admin = open_admin(common, args.dry_run);
-    const std::size_t n = admin.purge(*state, older, args.dry_run);
-    if (common.json) {
-        std::cout << dump(json{{"state", args.state},
-                               {"older_than_ms", older ? json(older->count()) : json(nullptr)},
-                               {"dry_run", args.dry_run},
-                               {args.dry_run ? "would_delete" : "deleted", n}})
-                  << '\n';
-    } else {
-        std::cout << (args.dry_run ? "would delete " : "deleted ") << n << ' ' << args.state
-                  << " record" << (n == 1 ? "" : "s")
-                  << (older ? " older than " + format_duration(*older) : std::string()) << '\n';
-    }
-    return kExitOk;
+Run setup_show(CLI::App& cmd, const Common& common) {
+    auto args = std::make_shared<ShowArgs>();
+    cmd.add_option("id", args->id, "Record id (see list)")->required()->type_name("ID");
+    cmd.footer(
+        "The payload is printed as text when it is printable UTF-8, otherwise as a hex dump.\n"
+        "With --json: the record's fields, payload_encoding \"utf-8\" or \"hex\", and payload.\n"
+        "A missing id exits 1.\n"
+        "Example: outpost show --db app.db 42");
+    return [&common, args] { return run_show(common, *args); };
 }
 
-int run_export(const Common& common, const ExportArgs& args) {
-    Admin admin = open_admin(common, true);
-    RecordFilter filter;
-    filter.state = state_filter(args.state);
-    filter.skip_unreadable = args.skip_unreadable;
-    std::size_t unreadable = 0;
-    admin.for_each(
-        filter,
-        [&](const Record& r) {
-            json line = record_json(r);
-            line["payload"] = base64_encode(payload_of(r));
-            std::cout << dump(line) << '\n';
-            return static_cast<bool>(std::cout);
-        },
-        &unreadable);
-    std::cout.flush();
-    if (!std::cout) {
-        throw std::runtime_error("writing the export to stdout failed");
-    }
-    if (unreadable > 0) {
-        throw StorageError("export skipped " + std::to_string(unreadable) +
-                               " unreadable record ids or regions: " + common.db +
-                               " is corrupt (everything readable was written; see outpost check)",
-                           false, 0);
-    }
-    return kExitOk;
-}
+}  // namespace
 
-int run_check(const Common& common, const CheckArgs& args) {
-    const CheckReport report = Admin::check(common.db, args.quick);
-    if (common.json) {
-        std::cout << dump(json{{"db", common.db},
-                               {"clean", report.clean()},
-                               {"sqlite", report.sqlite_ok},
-                               {"integrity", report.integrity_ok},
-                               {"schema_version", report.schema_version},
-                               {"problems", report.problems},
-                               {"notes", report.notes}},
-                          2)
-                  << '\n';
-    } else {
-        std::cout << "database        " << one_line(common.db) << '\n'
-                  << "sqlite          " << (report.sqlite_ok ? "ok" : "FAILED") << '\n'
-                  << (args.quick ? "quick_check     " : "integrity_check ")
-                  << (!report.sqlite_ok     ? "not run"
-                      : report.integrity_ok ? "ok"
-                                            : "FAILED")
-                  << '\n'
-                  << "schema version  " << report.schema_version << '\n';
-        for (const std::string& n : report.notes) {
-            std::cout << "note: " << one_line(n) << '\n';
-        }
-        for (const std::string& p : report.problems) {
-            std::cout << "problem: " << one_line(p) << '\n';
-        }
-        std::cout << (report.clean() ? "clean" : "NOT CLEAN") << '\n';
-    }
-    if (!report.clean()) {
-        std::cerr << "outpost: error: check found " << report.problems.size() << " problem"
-                  << (report.problems.size() == 1 ? "" : "s") << " in " << one_line(common.db)
-                  << ": " << one_line(report.problems.front()) << '\n';
-        return kExitFailure;
-    }
-    return kExitOk;
-}
+extern const Command kStatsCommand{
+    "stats", "Counts, bytes, oldest pending age, top topics, lease holder", setup_stats};
+extern const Command kListCommand{"list", "List records (without payloads) in commit order",
+                                  setup_list};
+extern const Command kShowCommand{"show", "Show one record, all fields and payload", setup_show};
 
 }  // namespace outpost::cli

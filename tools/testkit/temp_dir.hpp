@@ -1,4 +1,5 @@
-// Test support: a fresh temporary directory per test, removed afterwards.
+// Testkit (tests and outpost-bench): a fresh temporary directory per test or run, removed
+// afterwards.
 #pragma once
 
 #include <cstdlib>

@@ -1,4 +1,5 @@
-// Test support: a real mosquitto broker per test, on a free loopback port, in its own temp dir.
+// Testkit (tests and outpost-bench): a real mosquitto broker per test or run, on a free loopback
+// port, in its own temp dir.
 //
 // Never a fixed port, never a non-loopback address. The broker is a child process of the test
 // (it dies with the test process, PR_SET_PDEATHSIG), started from a generated configuration;
