@@ -49,10 +49,12 @@ bool DispatchQueue::has_more(std::int64_t now) const {
 void DispatchQueue::pick(Store& store, std::int64_t now, std::size_t room,
                          const std::function<bool(std::int64_t)>& in_flight,
                          std::int64_t suspect_id, Picked& out) {
-    std::unordered_set<std::int64_t> expired_ids;  // keyless ones: their key does not block
+    // Keyless records taken by this pick: no busy key stops a second source (a due retry, then
+    // the forward pass) from handing out the same record twice.
+    std::unordered_set<std::int64_t> taken_ids;
     auto left = [&] { return room - std::min(room, out.send.size()); };
     auto consider = [&](const PendingRef& r) {
-        if (in_flight(r.id) || expired_ids.count(r.id) != 0 ||
+        if (in_flight(r.id) || taken_ids.count(r.id) != 0 ||
             (!r.key && waiting_ids_.count(r.id) != 0)) {
             return;  // taken, or waiting in dues_
         }
@@ -63,7 +65,7 @@ void DispatchQueue::pick(Store& store, std::int64_t now, std::size_t room,
             if (r.key) {
                 busy_keys_.insert(*r.key);  // freed once the outcome is written
             } else {
-                expired_ids.insert(r.id);
+                taken_ids.insert(r.id);
             }
             out.expired.push_back(r);
             return;
@@ -74,6 +76,8 @@ void DispatchQueue::pick(Store& store, std::int64_t now, std::size_t room,
         }
         if (r.key) {
             busy_keys_.insert(*r.key);  // one per key within this pick too
+        } else {
+            taken_ids.insert(r.id);  // and one per keyless record
         }
         if (r.id == suspect_id) {
             out.held = r;  // sent alone, see PoisonSuspect

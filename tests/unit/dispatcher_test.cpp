@@ -616,3 +616,33 @@ TEST_F(DispatcherTest, RecordsTheQuotaDropsWhileInFlightAreForgottenCleanly) {
                                                           "new", "new", "new", "new"}));
     EXPECT_EQ(d->stats().delivered, 10u);
 }
+
+// A keyless retry taken from the due list and reached again by the forward pass in the same
+// step was published twice at once, and its double count kept `in_flight` at 1 for ever (found
+// in review of the dispatcher re-cut; older than it).
+TEST_F(DispatcherTest, AKeylessRetryDueAndReachedByThePassGoesOnce) {
+    broker_.set_auto_ack(false);
+    const std::int64_t x = add("x", std::nullopt, 0);
+    auto o = options();
+    o.window = 3;
+    auto d = dispatcher(o);
+    broker_.reject_next(1);
+    d->run_once();  // X sent, rejected at once (answer queued)
+    for (int i = 0; i < 4; ++i) {
+        add("h" + std::to_string(i), std::nullopt, 5);
+    }
+    d->wake();      // rescan: the pass starts over from the top
+    d->run_once();  // X decided retry (written, due list); H0..H2 out, cursor at H2
+    clock_.advance(std::chrono::seconds(1));
+    broker_.ack_all();
+    d->run_once();  // X due (from the due list) and reached by the pass
+    std::size_t xs = 0;
+    for (const Record& r : broker_.log()) {
+        xs += r.id == x;
+    }
+    EXPECT_EQ(xs, 2u) << "X published " << xs << " times (1 rejected + 1 retry expected)";
+    broker_.ack_all();
+    settle(*d);
+    EXPECT_EQ(count("state = 0"), 0);
+    EXPECT_EQ(d->stats().in_flight, 0u);
+}
