@@ -4,8 +4,9 @@
 // process stalled longer than lease_ttl). It never touches flights or the queue: keep() returns
 // what changed and the loop acts on it.
 //
-// Threads: the dispatching thread only (start() and run_once() take the first lease on the
-// caller's thread before the loop runs); no lock.
+// Threads: the dispatching thread only; no lock. start() and run_once() take the first lease on
+// the caller's thread before the loop runs, and stop() releases it on the caller's thread after
+// the loop's thread is joined.
 #pragma once
 
 #include <chrono>
@@ -21,7 +22,6 @@ class LeaseKeeper {
     LeaseKeeper(Store& store, const Clock& clock, std::chrono::milliseconds ttl,
                 Clock::duration retry_pause);
 
-    const LeaseInfo& info() const { return lease_; }
     bool held() const { return held_; }
     // Held at least once: run_once() takes it on its first call only.
     bool ever() const { return ever_; }

@@ -28,7 +28,6 @@ class PoisonSuspect {
   public:
     // The suspect's record id, 0 when there is none.
     std::int64_t id() const { return id_; }
-    bool holding() const { return held_.has_value(); }
 
     // Remembers the earliest publish lost with the current connection.
     void note_lost(std::int64_t id, const Flight& f);

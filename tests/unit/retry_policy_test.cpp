@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include "outpost/error.hpp"
+#include "backoff.hpp"
 #include "outpost/retry_policy.hpp"
 
 using namespace std::chrono_literals;
@@ -65,4 +66,21 @@ TEST(RetryPolicy, ValidateNamesTheBadField) {
     p.max_backoff = 1ms;
     EXPECT_THROW(p.validate(), outpost::InvalidConfig);
     EXPECT_NO_THROW(RetryPolicy{}.validate());
+}
+
+// The one backoff type behind RetryPolicy and the dispatcher's reconnects (jitter 0.5 there: a
+// fleet that lost the same broker spreads over the upper half of each delay).
+TEST(Backoff, DoublesCapsAndJittersDownFromTheFullDelay) {
+    const outpost::detail::Backoff b{500ms, 8000ms, 2.0, 0.5};
+    EXPECT_EQ(b.delay(0, 0.0), 500ms);  // no failure yet counts as the first
+    EXPECT_EQ(b.delay(1, 0.0), 500ms);
+    EXPECT_EQ(b.delay(3, 0.0), 2000ms);
+    EXPECT_EQ(b.delay(3, 1.0), 1000ms);
+    EXPECT_EQ(b.delay(3, 0.25), 1750ms);
+    EXPECT_EQ(b.delay(5, 0.0), 8000ms);  // 500 x 16 capped
+    EXPECT_EQ(b.delay(4'000'000'000u, 0.0), 8000ms);
+    EXPECT_EQ(b.delay(3, -1.0), 2000ms);  // samples clamped to [0, 1]
+    EXPECT_EQ(b.delay(3, 2.0), 1000ms);
+    const outpost::detail::Backoff none{1ms, 1ms, 2.0, 0.5};
+    EXPECT_EQ(none.delay(1, 1.0), 1ms);  // rounded, never 0: no spin at a 1 ms setting
 }

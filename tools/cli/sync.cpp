@@ -28,6 +28,7 @@
 #include "outpost/dispatcher.hpp"
 #include "outpost/error.hpp"
 #include "outpost/mqtt_broker.hpp"
+#include "outpost/process.hpp"
 #include "outpost/sqlite_store.hpp"
 #include "sync.hpp"
 #include "text.hpp"
@@ -66,14 +67,6 @@ class SignalGuard {
   private:
     struct sigaction old_int_ = {}, old_term_ = {};
 };
-
-std::string host_name() {
-    char buf[256] = {};
-    if (::gethostname(buf, sizeof buf - 1) != 0) {
-        return "unknown";
-    }
-    return buf;
-}
 
 std::string read_password(const std::string& path) {
     std::ifstream in(path, std::ios::binary);
@@ -260,9 +253,9 @@ int run_sync(const Common& common, const SyncArgs& args) {
 
     MqttOptions mqtt;
     mqtt.servers = args.brokers;
-    mqtt.client_id = args.client_id.empty()
-                         ? "outpost-sync-" + host_name() + "-" + std::to_string(::getpid())
-                         : args.client_id;
+    mqtt.client_id = args.client_id.empty() ? "outpost-sync-" + this_process().host + "-" +
+                                                  std::to_string(this_process().pid)
+                                            : args.client_id;
     mqtt.version = args.mqtt_version == 3 ? MqttVersion::v3_1_1 : MqttVersion::v5;
     mqtt.username = args.username;
     if (args.password_file) {
