@@ -6,33 +6,16 @@
 
 #include "outpost/error.hpp"
 #include "outpost/outbox.hpp"
+#include "validation_support.hpp"
 
 using outpost::InvalidMessage;
 using outpost::Message;
 
+using outpost::testing::error_of;
+using outpost::testing::FieldAndText;
+using outpost::testing::invalid_config_of;
+
 namespace {
-
-// The error text of validate(m) with an Outbox's options, or "" when it passes.
-std::string error_of(const Message& m, const outpost::OutboxOptions& o = {}) {
-    try {
-        outpost::validate(m, o);
-        return "";
-    } catch (const InvalidMessage& e) {
-        return e.what();
-    }
-}
-
-using FieldAndText = std::pair<std::string, std::string>;
-
-FieldAndText invalid_config_of(const outpost::OutboxOptions& o) {
-    try {
-        o.validate();
-    } catch (const outpost::InvalidConfig& e) {
-        return {e.field(), e.what()};
-    }
-    ADD_FAILURE() << "validate() accepted the options";
-    return {};
-}
 
 Message ok() {
     return Message::text("site/1/temp", "21.5");

@@ -9,22 +9,17 @@
 #include "outpost/error.hpp"
 #include "outpost/message.hpp"
 #include "outpost/retry_policy.hpp"
+#include "validation_support.hpp"
 
 using namespace std::chrono_literals;
 using outpost::InvalidMessage;
 using outpost::Message;
 
-namespace {
+using outpost::testing::error_of;
+using outpost::testing::FieldAndText;
+using outpost::testing::invalid_config_of;
 
-// The error text of validate(m), or "" when it passes.
-std::string error_of(const Message& m, const outpost::MessageLimits& o = {}) {
-    try {
-        outpost::validate(m, o);
-        return "";
-    } catch (const InvalidMessage& e) {
-        return e.what();
-    }
-}
+namespace {
 
 Message ok() {
     return Message::text("site/1/temp", "21.5");
@@ -273,19 +268,6 @@ TEST(Validate, PayloadLimitIsTheMessageLimitAtItsEdge) {
 }
 
 // The InvalidConfig of `validate()`: its field() and what(); fails the test when nothing throws.
-using FieldAndText = std::pair<std::string, std::string>;
-
-template <typename Options>
-FieldAndText invalid_config_of(const Options& o) {
-    try {
-        o.validate();
-    } catch (const outpost::InvalidConfig& e) {
-        return {e.field(), e.what()};
-    }
-    ADD_FAILURE() << "validate() accepted the options";
-    return {};
-}
-
 // OutboxOptions (the SQLite side) names its fields too: outbox_options_test.cpp.
 TEST(InvalidConfigField, NamesTheFieldAtFaultAndKeepsTheText) {
     outpost::RetryPolicy retry;
