@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <chrono>
 #include <filesystem>
+#include <limits>
 
 #include "liveness.hpp"
 #include "outpost/error.hpp"
@@ -27,6 +28,12 @@
 namespace outpost {
 
 namespace {
+
+// A row limit as SQLite takes it: a size_t beyond int64 (SIZE_MAX, "all") would wrap negative.
+std::int64_t sql_limit(std::size_t limit) {
+    return static_cast<std::int64_t>(std::min<std::size_t>(
+        limit, static_cast<std::size_t>(std::numeric_limits<std::int64_t>::max())));
+}
 
 const std::string kSelect = detail::sql::kPendingRefs;
 
@@ -291,9 +298,10 @@ SqliteStore::~SqliteStore() {
 
 std::vector<PendingRef> SqliteStore::scan_pending(const DispatchCursor& after, std::size_t limit) {
     std::vector<PendingRef> out;
-    out.reserve(limit);
+    // The dispatcher asks for at most its window (<= 65535); a caller may ask for "all".
+    out.reserve(std::min<std::size_t>(limit, 1024));
     Impl& s = *impl_;
-    const auto n = static_cast<std::int64_t>(limit);
+    const std::int64_t n = sql_limit(limit);
     try {
         if (after.at_start) {
             s.scan_first.bind(1, n);
@@ -344,7 +352,7 @@ std::vector<PendingRef> SqliteStore::scan_arrivals(std::int64_t after_id, std::i
         s.arrivals.bind(1, after_id);
         s.arrivals.bind(2, upto_id);
         s.arrivals.bind(3, above_priority);
-        s.arrivals.bind(4, static_cast<std::int64_t>(limit));
+        s.arrivals.bind(4, sql_limit(limit));
         s.collect(s.arrivals, out);
     } catch (const SQLite::Exception& e) {
         s.arrivals.reset();
