@@ -50,7 +50,7 @@ class StoreFaults {
         return kNames[static_cast<int>(op)];
     }
 
-    // The errors SqliteStore raises (src/sqlite/schema.cpp, rethrow_sqlite), with SQLite's
+    // The errors SqliteStore raises (src/sqlite/sqlite_error.cpp, rethrow_sqlite), with SQLite's
     // primary result codes: SQLITE_BUSY 5 (transient), SQLITE_FULL 13 (transient: the store
     // frees its reserve and deliveries free space), SQLITE_IOERR 10 (permanent).
     static StorageError busy_error() {
