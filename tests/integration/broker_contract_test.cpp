@@ -98,7 +98,10 @@ class MqttSide {
         MqttOptions o;
         o.servers = {uri};
         o.client_id = "outpost-contract-" + std::to_string(::getpid());
-        o.connect_timeout = 1s;
+        // Not shorter: paho-c's network thread can take a second to look at a new socket (see
+        // tests/support/subscriber.hpp), so a 1 s budget failed "TCP connect timeout" on a loaded
+        // or emulated machine. The unreachable test still ends in time: connect(2s) caps it.
+        o.connect_timeout = 5s;
         return o;
     }
     testing::Mosquitto mosq_;
