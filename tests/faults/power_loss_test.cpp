@@ -398,7 +398,7 @@ void sweep(const std::string& name, bool full) {
     const std::uint64_t seed = scenario_seed(name);
     std::mt19937_64 rng(seed);
     Totals totals;
-    const int workloads = sized(1, 3);
+    const int workloads = sized(2, 3);
     const std::size_t write_cuts = sized<std::size_t>(full ? 60 : 150, 0);  // 0 = every write
     const auto started = std::chrono::steady_clock::now();
     for (int round = 0; round < workloads; ++round) {
