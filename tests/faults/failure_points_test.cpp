@@ -20,10 +20,14 @@
 #include <SQLiteCpp/SQLiteCpp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <iostream>
 #include <memory>
+#include <mutex>
 #include <set>
+#include <thread>
 
 #include <outpost/dispatcher.hpp>
 #include <outpost/error.hpp>
@@ -40,7 +44,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-struct Run {
+struct Trial {
     testing::TempDir dir;
     std::string path = dir.file("app.db");
     std::unique_ptr<SQLite::Database> db;
@@ -55,7 +59,8 @@ struct Run {
     std::vector<std::string> returned;  // uids whose commit returned
     std::set<std::string> uncertain;    // uids whose commit threw
     std::set<std::string> rolled_back;
-    std::size_t typed = 0, app_errors = 0, dispatcher_errors = 0;
+    std::size_t typed = 0, app_errors = 0;
+    std::atomic<std::size_t> dispatcher_errors{0};  // on the dispatcher's thread when started
     std::vector<std::string> problems;  // untyped errors, failures after the fault cleared
     bool recovering = false;            // the fault is gone: no call may fail any more
 
@@ -93,7 +98,8 @@ struct Run {
         } catch (const SQLite::Exception& e) {
             ++app_errors;
             if (recovering) {
-                problem(what + ": " + e.what());
+                problem(what + ": " + e.what() + " (" + std::to_string(e.getExtendedErrorCode()) +
+                        ")");
             }
         } catch (const std::exception& e) {
             problem(what + " threw: " + e.what());
@@ -153,7 +159,10 @@ struct Run {
         std::vector<std::string> uids;
         bool committing = false;
         app_call("an app transaction", [&] {
-            SQLite::Transaction tx(*db);
+            // IMMEDIATE: it reads (the seq) before it writes, and a deferred transaction doing
+            // so fails at once with SQLITE_BUSY_SNAPSHOT when a started dispatcher commits in
+            // between (the app's concern, not outpost's; see Outbox::add).
+            SQLite::Transaction tx(*db, SQLite::TransactionBehavior::IMMEDIATE);
             for (const std::string& key : keys) {
                 char uid[17];
                 std::snprintf(uid, sizeof uid, "%016llx", static_cast<unsigned long long>(rng()));
@@ -274,6 +283,48 @@ struct Variant {
     std::uint64_t stride;  // N advances by this (1 = every call)
 };
 
+// The oracle on what a run left: the file sound, every commit that returned there and no row
+// nobody committed, everything committed handed to the broker in order per key. Adds the run's
+// tally to `totals`; false when the file is not sound (nothing more to learn from it).
+bool check(Trial& run, const std::string& where, Tally& totals) {
+    run.dispatcher.reset();  // stops it, before the oracle reads the file
+    run.store.reset();
+    const std::string integrity = integrity_check(run.path);
+    EXPECT_EQ(integrity, "ok") << where;
+    if (integrity != "ok") {
+        return false;
+    }
+    const std::vector<Event> committed = committed_events(run.path);
+    std::set<std::string> present;
+    for (const Event& e : committed) {
+        present.insert(e.uid);
+        EXPECT_TRUE(std::find(run.returned.begin(), run.returned.end(), e.uid) !=
+                        run.returned.end() ||
+                    run.uncertain.count(e.uid) != 0)
+            << where << ": a row nobody committed: " << payload_of(e);
+    }
+    for (const std::string& uid : run.returned) {
+        EXPECT_EQ(present.count(uid), 1u) << where << ": a commit that returned was lost";
+    }
+    std::vector<std::string> arrived;
+    for (const Record& r : run.broker.log()) {
+        arrived.emplace_back(r.message.payload_view());
+    }
+    const Tally t = judge(committed, arrived, outbox_states(run.path));
+    EXPECT_TRUE(t.sound()) << where << ": " << t.line(where) << " "
+                           << (t.examples.empty() ? "" : t.examples.front());
+    // At least once: a record whose mark a fault undid is sent again, once per failed write of
+    // its outcome; never more than every record twice over.
+    EXPECT_LE(t.duplicated, 2 * committed.size()) << where;
+    totals.committed += t.committed;
+    totals.lost += t.lost;
+    totals.rolled_back_sent += t.rolled_back_sent;
+    totals.duplicated += t.duplicated;
+    totals.reordered += t.reordered;
+    totals.stuck += t.stuck;
+    return true;
+}
+
 void sweep(const Variant& v) {
     vfs::install(true);
     Tally totals;
@@ -281,7 +332,7 @@ void sweep(const Variant& v) {
                   dispatcher_errors = 0;
     const auto started = std::chrono::steady_clock::now();
     for (std::uint64_t n = 1;; n += v.stride) {
-        Run run;
+        Trial run;
         vfs::FailurePlan plan = v.plan;
         plan.nth = n;
         vfs::arm(plan);
@@ -303,41 +354,9 @@ void sweep(const Variant& v) {
             // reserve): counted, not an error.
             silent += run.typed + run.app_errors + run.dispatcher_errors == 0 ? 1 : 0;
         }
-        run.dispatcher.reset();  // stops it, before the oracle reads the file
-        run.store.reset();
-        const std::string integrity = integrity_check(run.path);
-        EXPECT_EQ(integrity, "ok") << where;
-        if (integrity != "ok") {
+        if (!check(run, where, totals)) {
             break;
         }
-        const std::vector<Event> committed = committed_events(run.path);
-        std::set<std::string> present;
-        for (const Event& e : committed) {
-            present.insert(e.uid);
-            EXPECT_TRUE(std::find(run.returned.begin(), run.returned.end(), e.uid) !=
-                            run.returned.end() ||
-                        run.uncertain.count(e.uid) != 0)
-                << where << ": a row nobody committed: " << payload_of(e);
-        }
-        for (const std::string& uid : run.returned) {
-            EXPECT_EQ(present.count(uid), 1u) << where << ": a commit that returned was lost";
-        }
-        std::vector<std::string> arrived;
-        for (const Record& r : run.broker.log()) {
-            arrived.emplace_back(r.message.payload_view());
-        }
-        const Tally t = judge(committed, arrived, outbox_states(run.path));
-        EXPECT_TRUE(t.sound()) << where << ": " << t.line(v.name) << " "
-                               << (t.examples.empty() ? "" : t.examples.front());
-        // At least once: a record whose mark a fault undid is sent again, once per failed
-        // write of its outcome; never more than every record twice over.
-        EXPECT_LE(t.duplicated, 2 * committed.size()) << where;
-        totals.committed += t.committed;
-        totals.lost += t.lost;
-        totals.rolled_back_sent += t.rolled_back_sent;
-        totals.duplicated += t.duplicated;
-        totals.reordered += t.reordered;
-        totals.stuck += t.stuck;
         if (::testing::Test::HasFailure() || failed == 0) {
             break;  // a run in which no fault fired: every call point has been tried
         }
@@ -378,6 +397,58 @@ TEST(FailurePoints, CantOpenOnce) {
 
 TEST(FailurePoints, CantOpenFromThenOn) {
     sweep({"failure-points-cantopen-sticky", {vfs::op_open, 0, vfs::Failure::cant_open, true}, 1});
+}
+
+}  // namespace
+}  // namespace outpost::faults
+
+namespace outpost::faults {
+namespace {
+
+// The dispatcher on its own thread (start()) meets a fault that lasts (every counted call
+// failing from a random N on, while the app keeps adding): it reports storage errors as error
+// events and never stops for good; once the fault clears it drains everything committed.
+TEST(FailurePoints, StartedDispatcherOutlivesAFault) {
+    vfs::install(true);
+    const std::string name = "failure-points-started-dispatcher";
+    std::mt19937_64 rng(scenario_seed(name));
+    Tally totals;
+    std::size_t errors = 0, fired = 0;
+    const int rounds = sized(20, 200);
+    for (int round = 0; round < rounds && !::testing::Test::HasFailure(); ++round) {
+        Trial run;
+        run.rng.seed(rng());
+        run.open();
+        ASSERT_TRUE(run.dispatcher) << run.problems.front();
+        run.transaction({"k0", "k1"}, false);
+        run.dispatcher->start();
+        vfs::arm({kIo, 1 + rng() % 60, vfs::Failure::io_error, true});
+        for (int i = 0; i < 4; ++i) {
+            run.transaction({"k" + std::to_string(i % 3)}, i == 2);
+        }
+        // The dispatcher's next look at the file (its poll, a wake-up) meets the fault too.
+        const auto until = std::chrono::steady_clock::now() + 2s;
+        while (run.dispatcher_errors == 0 && std::chrono::steady_clock::now() < until) {
+            run.dispatcher->wake();
+            std::this_thread::sleep_for(1ms);  // polling an atomic: no event to wait on here
+        }
+        fired += vfs::failed_calls() != 0 ? 1 : 0;
+        vfs::disarm();
+        errors += run.dispatcher_errors;
+        run.recovering = true;
+        run.transaction({"k0", "k1"}, false);
+        EXPECT_TRUE(run.dispatcher->drain(60s))
+            << "round " << round << ": the dispatcher did not drain after the fault cleared: "
+            << run.dispatcher->stats().last_error;
+        EXPECT_TRUE(run.dispatcher->stats().running);
+        EXPECT_TRUE(run.problems.empty()) << "round " << round << ": " << run.problems.front();
+        check(run, name + " round " + std::to_string(round), totals);
+    }
+    std::cout << "scenario " << name << ": " << rounds << " rounds, " << fired
+              << " with a fault fired, dispatcher error events " << errors << std::endl;
+    report(name, totals);
+    EXPECT_TRUE(totals.sound());
+    EXPECT_GT(errors, 0u);
 }
 
 }  // namespace
