@@ -91,6 +91,11 @@ struct Workload {
     bool full = true;  // the app's synchronous: FULL or NORMAL
     int events = 40;
     std::uint64_t seed = 1;
+    // Every 5th event the app also commits a 1.5 MB blob of its own, so the WAL passes the
+    // Outbox's checkpoint limit (1,000 pages on a large file system) and outpost's own WAL-hook
+    // checkpoints, WAL restarts and journal_size_limit truncations happen under the cut; the
+    // app then makes no checkpoints of its own.
+    bool blobs = false;
 };
 
 DispatcherOptions dispatcher_options() {
@@ -119,6 +124,7 @@ DispatcherOptions dispatcher_options() {
             SQLite::Database db(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
             db.exec(w.full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL");
             db.exec(kAppSchema);
+            db.exec("CREATE TABLE IF NOT EXISTS app_blobs (id INTEGER PRIMARY KEY, data BLOB)");
             Outbox outbox(db);
             say(fd, "T");  // the first open and the migration returned
             SqliteStore store(path);
@@ -137,7 +143,13 @@ DispatcherOptions dispatcher_options() {
                     dispatcher.run_once();
                     dispatcher.run_once();
                 }
-                if (i % 12 == 11) {
+                if (w.blobs && i % 5 == 4) {
+                    SQLite::Statement blob(db, "INSERT INTO app_blobs (data) VALUES (?)");
+                    const std::vector<unsigned char> data(1536 * 1024,
+                                                          static_cast<unsigned char>(i));
+                    blob.bind(1, data.data(), static_cast<int>(data.size()));
+                    blob.exec();
+                } else if (!w.blobs && i % 12 == 11) {
                     db.exec("PRAGMA wal_checkpoint(PASSIVE)");
                 }
             }
@@ -394,18 +406,21 @@ ChildReport measure(const Workload& w) {
     return run_child(dir.file("app.db"), w, vfs::CutAt::never, 0);
 }
 
-void sweep(const std::string& name, bool full) {
+void sweep(const std::string& name, bool full, bool blobs = false) {
     const std::uint64_t seed = scenario_seed(name);
     std::mt19937_64 rng(seed);
     Totals totals;
-    const int workloads = sized(2, 3);
-    const std::size_t write_cuts = sized<std::size_t>(full ? 60 : 150, 0);  // 0 = every write
+    const int workloads = blobs ? 1 : sized(2, 3);
+    // Write cut points: 0 = every write. The blob workload writes thousands of pages: sampled.
+    const std::size_t write_cuts =
+        blobs ? sized<std::size_t>(40, 600) : sized<std::size_t>(full ? 60 : 150, 0);
     const auto started = std::chrono::steady_clock::now();
     for (int round = 0; round < workloads; ++round) {
         Workload w;
         w.full = full;
         w.seed = rng();
         w.events = sized(40, 60);
+        w.blobs = blobs;
         const ChildReport m = measure(w);
         ASSERT_TRUE(m.finished && m.error.empty()) << "the uncut workload failed: " << m.error;
         ASSERT_GT(m.syncs, 0u);
@@ -459,6 +474,14 @@ TEST(PowerLoss, FullLosesNoCommitThatReturned) {
 
 TEST(PowerLoss, NormalLosesAtMostTheTailSinceTheLastSync) {
     sweep("power-loss-normal", false);
+}
+
+TEST(PowerLoss, OutpostCheckpointsFull) {
+    sweep("power-loss-checkpoints-full", true, true);
+}
+
+TEST(PowerLoss, OutpostCheckpointsNormal) {
+    sweep("power-loss-checkpoints-normal", false, true);
 }
 
 }  // namespace
