@@ -4,7 +4,8 @@
 //
 // How: a forked child runs a short workload (app transactions of a business row and its outbox
 // message, some rolled back; a dispatcher stepping with run_once() to a FakeBroker; app
-// checkpoints) on the fault VFS (support/fault_vfs.hpp), which keeps every write since a file's
+// checkpoints, or in the checkpoint scenarios large app blobs that make outpost's own WAL hook
+// checkpoint) on the fault VFS (support/fault_vfs.hpp), which keeps every write since a file's
 // last xSync in memory and, at the chosen sync or write, writes, drops or garbles each buffered
 // write and _exit()s. Before the cut the child tells the parent down a pipe (the kernel keeps
 // what was written when the child dies) each commit that RETURNED, each rollback, each
@@ -13,7 +14,8 @@
 // (plain SQLite) against what the child reported, then a fresh dispatcher drains it into a
 // FakeBroker; judge() gets the child's and the parent's arrivals.
 //
-// The bound under NORMAL. SQLite (pragma.html#pragma_synchronous, wal.html#durability): in WAL
+// The bound under NORMAL. SQLite (pragma.html#pragma_synchronous; wal.html, "Performance
+// Considerations"): in WAL
 // mode with synchronous=NORMAL the WAL is synced before each checkpoint and the database after
 // it, and no commit syncs; "a transaction committed in WAL mode with synchronous=NORMAL might roll
 // back following a power loss", and the database stays consistent. Checked here: the commits
