@@ -15,15 +15,15 @@
 // FakeBroker; judge() gets the child's and the parent's arrivals.
 //
 // The bound under NORMAL. SQLite (pragma.html#pragma_synchronous; wal.html, "Performance
-// Considerations"): in WAL
-// mode with synchronous=NORMAL the WAL is synced before each checkpoint and the database after
-// it, and no commit syncs; "a transaction committed in WAL mode with synchronous=NORMAL might roll
-// back following a power loss", and the database stays consistent. Checked here: the commits
-// that survive are a prefix (in commit order) of those that returned (WAL recovery stops at the
-// first frame that fails its checksum chain), and that prefix holds at least every commit that
-// had returned before the last completed xSync of the WAL or the database file (the only syncs
-// under NORMAL are a checkpoint's, which make every frame before them durable). Under FULL the
-// prefix is all of them. Under both, at most the one commit that was under way may survive too.
+// Considerations"): in WAL mode with synchronous=NORMAL the WAL is synced before each checkpoint
+// and the database after it, and no commit syncs; "a transaction committed in WAL mode with
+// synchronous=NORMAL might roll back following a power loss", and the database stays
+// consistent. Checked here: the commits that survive are a prefix (in commit order) of those
+// that returned (WAL recovery stops at the first frame that fails its checksum chain), and that
+// prefix holds at least every commit that had returned before the last completed xSync of the
+// WAL or the database file (the only syncs under NORMAL are a checkpoint's, which make every
+// frame before them durable). Under FULL the prefix is all of them. Under both, at most the one
+// commit that was under way may survive too.
 //
 // One aggregated scenario line per test (summed over its cut points).
 #include <gtest/gtest.h>
