@@ -59,7 +59,7 @@ struct Trial {
     std::vector<std::string> returned;  // uids whose commit returned
     std::set<std::string> uncertain;    // uids whose commit threw
     std::set<std::string> rolled_back;
-    std::size_t typed = 0, app_errors = 0;
+    std::size_t typed = 0, app_errors = 0, requeued = 0, purged = 0;
     std::atomic<std::size_t> dispatcher_errors{0};  // on the dispatcher's thread when started
     std::vector<std::string> problems;  // untyped errors, failures after the fault cleared
     bool recovering = false;            // the fault is gone: no call may fail any more
@@ -215,6 +215,7 @@ struct Trial {
             outpost_call("Outbox::requeue", [&] {
                 try {
                     outbox->requeue(id);
+                    ++requeued;
                 } catch (const NotFound&) {
                     // requeued already (the first try's commit went through)
                 }
@@ -227,8 +228,9 @@ struct Trial {
         if (!store) {
             return;
         }
-        outpost_call("SqliteStore::purge_delivered",
-                     [&] { store->purge_delivered(SystemClock::instance().wall_ms() + 1000); });
+        outpost_call("SqliteStore::purge_delivered", [&] {
+            purged += store->purge_delivered(SystemClock::instance().wall_ms() + 1000);
+        });
     }
 
     void workload() {
@@ -356,6 +358,12 @@ void sweep(const Variant& v) {
         }
         if (!check(run, where, totals)) {
             break;
+        }
+        if (failed == 0) {
+            // The run without a fault did all the workload says: the poison message went dead
+            // and was requeued, delivered records were purged.
+            EXPECT_EQ(run.requeued, 1u) << where;
+            EXPECT_GT(run.purged, 0u) << where;
         }
         if (::testing::Test::HasFailure() || failed == 0) {
             break;  // a run in which no fault fired: every call point has been tried
