@@ -6,7 +6,8 @@
 // How: the fault VFS (support/fault_vfs.hpp) is this process's default VFS, so the app's
 // connection and the SqliteStore's use it. One workload (the first open and migration, adds in
 // app transactions, one rolled back, a dispatcher draining with run_once() into a FakeBroker, a
-// poison message parked dead and requeued, a purge of delivered records) runs with the N-th
+// poison message parked dead and requeued, a purge of delivered records; in the checkpoint
+// variants also large app blobs that make outpost's own WAL hook checkpoint) runs with the N-th
 // counted call failing, for N = 1, 2, 3, ... until a run in which no call failed. Every outpost
 // call must return or throw outpost::Error; the app's own statements may throw
 // SQLite::Exception (they are the app's). Then the fault is disarmed and the same objects must
@@ -63,6 +64,7 @@ struct Trial {
     std::atomic<std::size_t> dispatcher_errors{0};  // on the dispatcher's thread when started
     std::vector<std::string> problems;  // untyped errors, failures after the fault cleared
     bool recovering = false;            // the fault is gone: no call may fail any more
+    bool blobs = false;                 // the workload also writes large app blobs
 
     void problem(const std::string& what) {
         if (problems.size() < 10) {
@@ -241,6 +243,23 @@ struct Trial {
         transaction({"k0"}, true);
         transaction({"k1"}, false);
         dispatch(8);
+        if (db && blobs) {
+            // 1.5 MB app blobs, each in a transaction of its own: the WAL passes the Outbox's
+            // checkpoint limit (1,000 pages), so outpost's WAL hook checkpoints (and the WAL
+            // restarts, and journal_size_limit truncates it) under the fault.
+            for (int i = 0; i < 3; ++i) {
+                app_call("an app blob", [&] {
+                    db->exec(
+                        "CREATE TABLE IF NOT EXISTS app_blobs (id INTEGER PRIMARY KEY, data BLOB)");
+                    SQLite::Statement q(*db, "INSERT INTO app_blobs (data) VALUES (?)");
+                    const std::vector<unsigned char> data(1536 * 1024,
+                                                          static_cast<unsigned char>(i));
+                    q.bind(1, data.data(), static_cast<int>(data.size()));
+                    q.exec();
+                });
+            }
+            transaction({"k1"}, false);
+        }
         if (db) {
             app_call("the app's checkpoint", [&] { db->exec("PRAGMA wal_checkpoint(PASSIVE)"); });
         }
@@ -283,6 +302,7 @@ struct Variant {
     std::string name;
     vfs::FailurePlan plan;
     std::uint64_t stride;  // N advances by this (1 = every call)
+    bool blobs = false;    // Trial::blobs
 };
 
 // The oracle on what a run left: the file sound, every commit that returned there and no row
@@ -335,6 +355,7 @@ void sweep(const Variant& v) {
     const auto started = std::chrono::steady_clock::now();
     for (std::uint64_t n = 1;; n += v.stride) {
         Trial run;
+        run.blobs = v.blobs;
         vfs::FailurePlan plan = v.plan;
         plan.nth = n;
         vfs::arm(plan);
@@ -397,6 +418,21 @@ TEST(FailurePoints, DiskFullOnce) {
 
 TEST(FailurePoints, DiskFullFromThenOn) {
     sweep({"failure-points-full-sticky", {vfs::op_write, 0, vfs::Failure::disk_full, true}, 1});
+}
+
+// Through outpost's own checkpoints: thousands of counted calls, every 25th in CI.
+TEST(FailurePoints, IoErrorOnceThroughCheckpoints) {
+    sweep({"failure-points-checkpoint-io-once",
+           {kIo, 0, vfs::Failure::io_error, false},
+           sized<std::uint64_t>(25, 1),
+           true});
+}
+
+TEST(FailurePoints, DiskFullOnceThroughCheckpoints) {
+    sweep({"failure-points-checkpoint-full-once",
+           {vfs::op_write, 0, vfs::Failure::disk_full, false},
+           sized<std::uint64_t>(25, 1),
+           true});
 }
 
 TEST(FailurePoints, CantOpenOnce) {
