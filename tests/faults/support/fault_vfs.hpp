@@ -9,8 +9,8 @@
 // garbled (1/4, random bytes over its range), as SQLite's own crash test does, and the process
 // _exit()s at once with kCutExit. The WAL index (-shm, xShmMap) is memory, never buffered: SQLite
 // rebuilds it when the next process opens the file first. Not simulated: directory entries (a
-// file's creation and an unlink are durable at once) and the loss of a file's size change apart
-// from its data. No xSync of this VFS calls a real fsync, buffering on or off.
+// file's creation and an unlink are durable at once) and a write that lands while the file's new
+// size is lost. No xSync of this VFS calls a real fsync, buffering on or off.
 //
 // Failure points: the N-th counted call (open, read, write, sync, lock, truncate) since arm()
 // fails with an I/O error, a full disk or can't-open, once or from then on.
