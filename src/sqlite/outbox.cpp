@@ -320,9 +320,7 @@ Outbox::Outbox(SQLite::Database& db, OutboxOptions options, const Clock& clock)
             detail::pragma_value(db, "auto_vacuum") == "0") {
             db.exec("PRAGMA auto_vacuum = INCREMENTAL");
         }
-        if (detail::pragma_value(db, "journal_mode") == "delete") {
-            db.exec("PRAGMA journal_mode = WAL");
-        }
+        detail::switch_to_wal(db, impl_->options.busy_timeout);
         const detail::DiskSpace space = detail::disk_space(impl_->path);
         if (!impl_->path.empty() && space.known) {
             const int page = std::stoi(detail::pragma_value(db, "page_size"));

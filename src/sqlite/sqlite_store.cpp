@@ -138,9 +138,7 @@ struct SqliteStore::Impl {
         try {
             db.exec("PRAGMA busy_timeout = " + std::to_string(o.busy_timeout.count()));
             db.exec("PRAGMA synchronous = " + o.synchronous);
-            if (detail::pragma_value(db, "journal_mode") == "delete") {
-                db.exec("PRAGMA journal_mode = WAL");
-            }
+            detail::switch_to_wal(db, o.busy_timeout);
         } catch (const SQLite::Exception& e) {
             detail::rethrow_sqlite(e, "configuring the store's connection");
         }
