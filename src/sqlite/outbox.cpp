@@ -297,15 +297,22 @@ struct Outbox::Impl {
 Outbox::Outbox(SQLite::Database& db, OutboxOptions options, const Clock& clock)
     : impl_(std::make_unique<Impl>(db, std::move(options), clock)) {
     impl_->options.validate();
-    // Reads first: a file that is not SQLite, or holds a newer schema, is refused before any
-    // write (journal mode, busy timeout, tables) touches it.
-    detail::check_schema(db);
-    const char* file = sqlite3_db_filename(db.getHandle(), "main");
-    impl_->path = file != nullptr ? file : "";
+    // The busy timeout before the first read: it is a setting of the connection, not a write to
+    // the file, and without it that read fails at once with SQLITE_BUSY_RECOVERY when another
+    // process is rebuilding the WAL index of a file whose last user was killed.
     try {
         if (detail::pragma_value(db, "busy_timeout") == "0") {
             db.exec("PRAGMA busy_timeout = " + std::to_string(impl_->options.busy_timeout.count()));
         }
+    } catch (const SQLite::Exception& e) {
+        detail::rethrow_sqlite(e, "configuring the app's connection");
+    }
+    // Reads first: a file that is not SQLite, or holds a newer schema, is refused before any
+    // write (journal mode, tables) touches it.
+    detail::check_schema(db);
+    const char* file = sqlite3_db_filename(db.getHandle(), "main");
+    impl_->path = file != nullptr ? file : "";
+    try {
         // A brand-new file (no page yet, so nothing of the app's): incremental auto-vacuum, so
         // the store can give the space of delivered records back to a partition that ran
         // short. It must be chosen before the first table is created.
@@ -313,9 +320,7 @@ Outbox::Outbox(SQLite::Database& db, OutboxOptions options, const Clock& clock)
             detail::pragma_value(db, "auto_vacuum") == "0") {
             db.exec("PRAGMA auto_vacuum = INCREMENTAL");
         }
-        if (detail::pragma_value(db, "journal_mode") == "delete") {
-            db.exec("PRAGMA journal_mode = WAL");
-        }
+        detail::switch_to_wal(db, impl_->options.busy_timeout);
         const detail::DiskSpace space = detail::disk_space(impl_->path);
         if (!impl_->path.empty() && space.known) {
             const int page = std::stoi(detail::pragma_value(db, "page_size"));

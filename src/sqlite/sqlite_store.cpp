@@ -37,9 +37,14 @@ std::int64_t sql_limit(std::size_t limit) {
 
 const std::string kSelect = detail::sql::kPendingRefs;
 
-SQLite::Database open_existing(const std::string& path) {
+// With the busy timeout from the start: the schema check that follows is a read, and a read
+// without one fails at once with SQLITE_BUSY_RECOVERY while another process rebuilds the WAL
+// index of a file whose last user was killed.
+SQLite::Database open_existing(const std::string& path, const SqliteStoreOptions& o) {
     try {
-        return SQLite::Database(path, SQLite::OPEN_READWRITE);
+        return SQLite::Database(
+            path, SQLite::OPEN_READWRITE,
+            static_cast<int>(std::min<std::int64_t>(o.busy_timeout.count(), INT32_MAX)));
     } catch (const SQLite::Exception& e) {
         detail::rethrow_sqlite(e, "opening the outbox database '" + path + "'");
     }
@@ -70,7 +75,7 @@ struct SqliteStore::Impl {
     std::uint64_t fs_total = 0;
 
     Impl(const std::string& p, const SqliteStoreOptions& o)
-        : db(open_existing(p)),
+        : db(open_existing(p, o)),
           path(p),
           scan_first(db, prepare_after_checks(o, kSelect + "ORDER BY priority DESC, id LIMIT ?1")),
           scan_same_priority(db, kSelect + "AND priority = ?1 AND id > ?2 ORDER BY id LIMIT ?3"),
@@ -133,9 +138,7 @@ struct SqliteStore::Impl {
         try {
             db.exec("PRAGMA busy_timeout = " + std::to_string(o.busy_timeout.count()));
             db.exec("PRAGMA synchronous = " + o.synchronous);
-            if (detail::pragma_value(db, "journal_mode") == "delete") {
-                db.exec("PRAGMA journal_mode = WAL");
-            }
+            detail::switch_to_wal(db, o.busy_timeout);
         } catch (const SQLite::Exception& e) {
             detail::rethrow_sqlite(e, "configuring the store's connection");
         }

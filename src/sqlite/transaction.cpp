@@ -3,7 +3,12 @@
 // busy timeout can retry inside a deferred transaction).
 #include "transaction.hpp"
 
+#include <SQLiteCpp/Exception.h>
 #include <SQLiteCpp/Statement.h>
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <thread>
 
 namespace outpost::detail {
 
@@ -29,6 +34,28 @@ void ImmediateTransaction::commit() {
 std::string pragma_value(SQLite::Database& db, const std::string& name) {
     SQLite::Statement q(db, "PRAGMA " + name);
     return q.executeStep() ? q.getColumn(0).getString() : std::string();
+}
+
+void switch_to_wal(SQLite::Database& db, std::chrono::milliseconds patience) {
+    const auto deadline = std::chrono::steady_clock::now() + patience;
+    constexpr std::chrono::milliseconds kLongestPause{50};
+    for (std::chrono::milliseconds pause{1};; pause = std::min(2 * pause, kLongestPause)) {
+        // Read again each time: the connection that was in the way may have switched it.
+        if (pragma_value(db, "journal_mode") != "delete") {
+            return;
+        }
+        try {
+            db.exec("PRAGMA journal_mode = WAL");
+            return;
+        } catch (const SQLite::Exception& e) {
+            if ((e.getErrorCode() & 0xff) != SQLITE_BUSY ||
+                std::chrono::steady_clock::now() + pause > deadline) {
+                throw;
+            }
+        }
+        // The busy handler's job, which SQLite does not do for this upgrade.
+        std::this_thread::sleep_for(pause);
+    }
 }
 
 }  // namespace outpost::detail

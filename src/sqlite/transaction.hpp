@@ -4,6 +4,7 @@
 
 #include <SQLiteCpp/Database.h>
 
+#include <chrono>
 #include <string>
 
 namespace outpost::detail {
@@ -25,5 +26,11 @@ class ImmediateTransaction {
 // The value of `PRAGMA name` as text (the statement is finished before this returns, so no read
 // transaction stays open).
 std::string pragma_value(SQLite::Database& db, const std::string& name);
+
+// Switches a rollback-journal ("delete") database to WAL; nothing in any other mode. Tries again
+// for up to `patience` while the switch is busy: it reads page 1 and then upgrades to a write,
+// and SQLite refuses that upgrade at once, without the busy handler, while another connection
+// writes (several processes opening a new file together do so: they all switch it).
+void switch_to_wal(SQLite::Database& db, std::chrono::milliseconds patience);
 
 }  // namespace outpost::detail

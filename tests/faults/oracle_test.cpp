@@ -38,8 +38,10 @@ TEST(FaultOracle, CommittedIsReadBackAndRolledBackIsNot) {
 }
 
 TEST(FaultOracle, EachViolationIsCounted) {
-    const std::vector<Event> committed{{"000000000000000a", "k", 1}, {"000000000000000b", "k", 2},
-                                       {"000000000000000c", "k", 3}, {"000000000000000d", "j", 1}};
+    const std::vector<Event> committed{{"000000000000000a", "k", 1},
+                                       {"000000000000000b", "k", 2},
+                                       {"000000000000000c", "k", 3},
+                                       {"000000000000000d", "j", 1}};
     const auto p = [&](std::size_t i) { return payload_of(committed[i]); };
 
     Tally clean = judge(committed, {"probe", p(0), p(3), p(1), p(2)}, {});
