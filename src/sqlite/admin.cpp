@@ -78,6 +78,20 @@ void probe(SQLite::Database& db) {
     db.exec("SELECT count(*) FROM sqlite_master");
 }
 
+// A file shorter than its header says (truncated) is refused by SQLite at its first read, so
+// nothing of it could be rescued. With writable_schema SQLite takes the file's real size
+// instead and reads the pages that are left (those past the end are reported corrupt when a
+// read reaches them). Only on a read-only connection: there the pragma cannot write anything.
+bool readable_when_lenient(SQLite::Database& db) {
+    try {
+        db.exec("PRAGMA writable_schema = ON");
+        probe(db);
+        return true;
+    } catch (const SQLite::Exception&) {
+        return false;
+    }
+}
+
 // The largest record id, 0 for an empty table. Ids only grow (AUTOINCREMENT, assigned under the
 // write lock), so every record committed after this read has a larger id: a loop bounded by it
 // visits the records present when it started and ends, however fast the app adds.
@@ -109,6 +123,9 @@ std::unique_ptr<SQLite::Database> open_database(const std::string& path, bool re
             return db;
         } catch (const SQLite::Exception& e) {
             const int primary = detail::sqlite_error_code(e) & 0xff;
+            if (read_only && primary == SQLITE_CORRUPT && readable_when_lenient(*db)) {
+                return db;
+            }
             std::error_code ec;
             const bool fallback = read_only &&
                                   (primary == SQLITE_READONLY || primary == SQLITE_CANTOPEN) &&

@@ -85,6 +85,7 @@ struct Outbox::Impl {
     int wal_limit = kAutoCheckpointPages;
     std::uint64_t wal_limit_bytes = 0;
     bool disk_full = false;
+    bool watch_space = false;  // see on_wal_commit
     // WhenFull::drop_oldest, prepared on first use.
     std::unique_ptr<SQLite::Statement> lowest_priority, drop, count_dropped;
 
@@ -113,6 +114,15 @@ struct Outbox::Impl {
             if ((rc & 0xff) == SQLITE_FULL) {
                 self->disk_full = true;
             }
+            // While the partition has less room than two WALs, add() watches the free space (see
+            // refuse_while_disk_full). A commit that fails for want of space is the app's, which
+            // the Outbox never hears of: refusing add() first keeps that room for the
+            // dispatcher, which frees space. Before, on a partition filled by records (the
+            // checkpoints still found room), the app's commits failed with SQLITE_FULL while
+            // add() went on accepting. Looked at here, once per checkpoint attempt: between two
+            // of them the files grow by at most about one WAL.
+            const detail::DiskSpace d = detail::disk_space(self->path);
+            self->watch_space = d.known && d.free < 2 * self->wal_limit_bytes;
         }
         if (self->dirty) {
             self->dirty = false;
@@ -124,20 +134,27 @@ struct Outbox::Impl {
 
     // While the disk is full (see on_wal_commit): refuses, unless statvfs says there is room
     // for a WAL's worth of pages again (the dispatcher delivered and returned space, or someone
-    // deleted files).
+    // deleted files). While `watch_space`, looks at statvfs on every add().
     void refuse_while_disk_full() {
-        if (!disk_full) {
+        if (!disk_full && !watch_space) {
             return;
         }
         const detail::DiskSpace d = detail::disk_space(path);
+        if (!disk_full) {
+            // Refused once the partition has less room than two WALs (see on_wal_commit).
+            if (!d.known || d.free >= 2 * wal_limit_bytes) {
+                return;
+            }
+            disk_full = true;
+        }
         if (d.known && d.free >= 2 * wal_limit_bytes) {
             disk_full = false;
             return;
         }
         throw StorageError("adding a message to the outbox: the disk is full (" +
-                               std::to_string(d.free) +
-                               " bytes free; the last checkpoint "
-                               "could not grow the database file); nothing was stored, and "
+                               std::to_string(d.free) + " bytes free, under the " +
+                               std::to_string(2 * wal_limit_bytes) +
+                               " kept for the WAL's checkpoint); nothing was stored, and "
                                "the dispatcher can still deliver and free space",
                            true, SQLITE_FULL);
     }

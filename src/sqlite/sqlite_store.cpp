@@ -97,10 +97,25 @@ struct SqliteStore::Impl {
           newest_id(db, "SELECT seq FROM sqlite_sequence WHERE name = 'outpost_records'"),
           requeues(db, "SELECT value FROM outpost_meta WHERE name = 'requeues'") {
         try {
+            refuse_damaged();
+        } catch (const SQLite::Exception& e) {
+            detail::rethrow_sqlite(e, "reading the outbox records before writing to the file");
+        }
+        try {
             setup_space(o);
         } catch (const SQLite::Exception& e) {
             detail::rethrow_sqlite(e, "configuring the store's connection");
         }
+    }
+
+    // A damaged records table is refused (StorageError, SQLITE_CORRUPT) before this connection
+    // writes anything (a vacuum, the lease, marks): outpost never writes into a damaged file.
+    // One pass over the table's rows, as the dispatcher's first step makes anyway (its check
+    // for a clock step reads every pending record); it reads a column stored before the
+    // payload, so no overflow page of a large payload is read.
+    void refuse_damaged() {
+        SQLite::Statement q(db, "SELECT count(*) FROM outpost_records WHERE state IS NOT NULL");
+        q.executeStep();
     }
 
     // Disk space rules (space.hpp): in the constructor's body, once every member exists.

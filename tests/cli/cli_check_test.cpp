@@ -19,7 +19,7 @@ TEST_F(CliCommands, CheckCleanAndDamagedSchema) {
 
     exec_sql("DROP INDEX outpost_records_expiry");
     r = run_outpost({"check", "--db", db()});
-    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_EQ(r.exit_code, 5);
     EXPECT_TRUE(one_error_line(r, "index outpost_records_expiry is missing"));
 
     exec_sql(
@@ -27,7 +27,7 @@ TEST_F(CliCommands, CheckCleanAndDamagedSchema) {
         "WHERE state = 0 AND expires_at IS NOT NULL");
     exec_sql("UPDATE outpost_records SET state = 7 WHERE id = " + std::to_string(ids_[0]));
     r = run_outpost({"check", "--db", db(), "--json"});
-    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_EQ(r.exit_code, 5);
     EXPECT_EQ(parse_json(r.out)["problems"][0], "1 records have an unknown state");
 }
 

@@ -43,7 +43,7 @@ TEST_F(CliBadFile, NotSqliteIsNamedAndNotModified) {
     for (const auto& args : every_command(db())) {
         SCOPED_TRACE(joined(args));
         const RunResult r = run_outpost(args);
-        EXPECT_EQ(r.exit_code, 1);
+        EXPECT_EQ(r.exit_code, args[0] == "check" ? 5 : 1);
         EXPECT_NE(r.err.find("not a SQLite database"), std::string::npos) << r.err;
         EXPECT_EQ(count_lines(r.err), 1u) << r.err;
     }
@@ -59,7 +59,7 @@ TEST_F(CliBadFile, SqliteWithoutOutpostTablesIsRefused) {
     for (const auto& args : every_command(db())) {
         SCOPED_TRACE(joined(args));
         const RunResult r = run_outpost(args);
-        EXPECT_EQ(r.exit_code, 1);
+        EXPECT_EQ(r.exit_code, args[0] == "check" ? 5 : 1);
         EXPECT_NE(r.err.find("no outpost tables"), std::string::npos) << r.err;
     }
     EXPECT_EQ(read_file(db()), before) << "the outpost tables must not be created by the tool";
@@ -72,14 +72,14 @@ TEST_F(CliBadFile, NewerSchemaIsRefusedAndNotModified) {
     for (const auto& args : every_command(db())) {
         SCOPED_TRACE(joined(args));
         const RunResult r = run_outpost(args);
-        EXPECT_EQ(r.exit_code, 1);
+        EXPECT_EQ(r.exit_code, args[0] == "check" ? 5 : 1);
         EXPECT_NE(r.err.find("99"), std::string::npos) << r.err;
         EXPECT_NE(r.err.find("newer"), std::string::npos) << r.err;
         EXPECT_EQ(count_lines(r.err), 1u) << r.err;
     }
     EXPECT_EQ(read_file(db()), before);
     const RunResult check = run_outpost({"check", "--db", db(), "--json"});
-    EXPECT_EQ(check.exit_code, 1);
+    EXPECT_EQ(check.exit_code, 5);
     const json j = parse_json(check.out);
     EXPECT_FALSE(j["clean"].get<bool>());
     EXPECT_EQ(j["schema_version"], 99);
@@ -108,12 +108,12 @@ TEST_F(CliBadFile, CorruptDatabaseFailsCheckAndReadsReportIt) {
     const std::string before = read_file(db());
 
     const RunResult check = run_outpost({"check", "--db", db()});
-    EXPECT_EQ(check.exit_code, 1) << check.out;
+    EXPECT_EQ(check.exit_code, 5) << check.out;
     EXPECT_NE(check.out.find("NOT CLEAN"), std::string::npos) << check.out;
     EXPECT_TRUE(one_error_line(check, "problem"));
 
     const RunResult quick = run_outpost({"check", "--db", db(), "--quick", "--json"});
-    EXPECT_EQ(quick.exit_code, 1);
+    EXPECT_EQ(quick.exit_code, 5);
     EXPECT_FALSE(parse_json(quick.out)["clean"].get<bool>());
 
     for (const auto& args :

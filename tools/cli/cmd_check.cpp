@@ -51,7 +51,7 @@ int run_check(const Common& common, const CheckArgs& args) {
         std::cerr << "outpost: error: check found " << report.problems.size() << " problem"
                   << (report.problems.size() == 1 ? "" : "s") << " in " << one_line(common.db)
                   << ": " << one_line(report.problems.front()) << '\n';
-        return kExitFailure;
+        return kExitCheckFoundProblems;
     }
     return kExitOk;
 }
@@ -64,8 +64,9 @@ Run setup_check(CLI::App& cmd, const Common& common) {
         "Checks that the file is a SQLite database, that PRAGMA integrity_check is clean, that\n"
         "its outpost schema is one this version understands, that the outpost tables, columns\n"
         "and indexes exist, and that every record has a valid state and qos. Exits 0 only when\n"
-        "clean, 1 otherwise (the problems are listed). Opens the file read-only: never modifies\n"
-        "it. The check reads the whole file in one read transaction.\n"
+        "clean, 5 when it found problems (they are listed), 1 when it could not check (no such\n"
+        "file). Opens the file read-only: never modifies it. The check reads the whole file in\n"
+        "one read transaction.\n"
         "Example: outpost check --db app.db && echo clean");
     return [&common, args] { return run_check(common, *args); };
 }

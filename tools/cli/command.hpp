@@ -30,6 +30,9 @@ inline constexpr int kExitUsage = 2;
 inline constexpr int kExitSyncTimeout = 3;  // records still pending at --timeout
 // `sync` left nothing pending, but records went dead (retry cap) or expired (ttl) during it.
 inline constexpr int kExitSyncGaveUp = 4;
+// `check` examined the file and found problems (damaged, not SQLite, not an outbox, newer
+// schema): its own code, so a script tells a damaged file from a check that could not run (1).
+inline constexpr int kExitCheckFoundProblems = 5;
 
 // A mistake in the arguments found after parsing: main() exits with kExitUsage.
 struct UsageError : std::runtime_error {

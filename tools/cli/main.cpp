@@ -4,7 +4,7 @@
 // the command table (command.hpp); each command's options, help and work are in its cmd_*.cpp
 // file. Exit codes:
 // 0 ok, 1 failure, 2 usage error, 3 `sync` timed out with records pending, 4 `sync` left nothing
-// pending but records went dead or expired during it.
+// pending but records went dead or expired during it, 5 `check` found problems in the file.
 #include <CLI/CLI.hpp>
 #include <iostream>
 #include <string>
@@ -72,7 +72,7 @@ int main(int argc, char** argv) {
         "Durations: a number and a unit, ms s m h d w, summed: 30s, 5m, 2h, 7d, 1h30m.\n"
         "Exit codes: 0 ok, 1 failure (one line on stderr names it), 2 usage error,\n"
         "3 sync timed out with records still pending, 4 sync left nothing pending but\n"
-        "records went dead or expired during it.\n"
+        "records went dead or expired during it, 5 check found problems in the file.\n"
         "Times in JSON are milliseconds since the Unix epoch (UTC).\n"
         "Run 'outpost COMMAND --help' for a command's options.");
 
