@@ -60,7 +60,12 @@ struct MqttOptions {
     // Protocol version. Default MQTT 5.
     MqttVersion version = MqttVersion::v5;
     // Keepalive: the broker drops the connection after 1.5 x this without traffic; the client
-    // pings when idle. Default 30 s; 0 (off) or 1 s .. 65,535 s.
+    // pings when idle. The client also watches the link: after half of it without any answer
+    // from the server it probes (an UNSUBSCRIBE of a filter it never subscribed), and after
+    // 1.5 x this without any answer the connection counts as lost (publishes in flight complete
+    // with connection_lost): a half-open link is noticed within 1.5 keepalives + 1 s. So choose
+    // it above the time the link needs to carry the largest payload. Default 30 s; 0 (off) or
+    // 1 s .. 65,535 s.
     std::chrono::seconds keepalive{30};
     // Start a new session on each connect (MQTT 5 clean start, MQTT 3.1.1 clean session).
     // Default true. outpost keeps no client-side session state (the outbox table re-sends what

@@ -27,6 +27,16 @@
 // working on it "poisons" the client (paho never completes a second connect on it); it is
 // destroyed at the start of the next connect(), within that call's deadline, before a fresh one
 // is made.
+//
+// Half-open connections. paho-c 1.3.12 pings only once nothing was *sent* for a keepalive and
+// gives the PINGRESP 1.5 keepalives: a link that dies silently (no RST, no FIN: a NAT dropping
+// state, a cut cable behind a switch) went unnoticed for up to 2.5 keepalives after the last
+// send, and the publishes in flight waited that long. So the broker watches the link itself
+// (watch()): every answer from the server (CONNACK, PUBACK/PUBREC, a probe's UNSUBACK) is heard;
+// after half a keepalive of silence it probes with an UNSUBSCRIBE of a filter it never
+// subscribed (harmless on every broker, answered like any packet); after 1.5 keepalives of
+// silence the connection counts as lost, as the MQTT server would count ours. Detection: at
+// most 1.5 keepalives + one watchdog tick after the last answer.
 #include "outpost/mqtt_broker.hpp"
 
 #include <mqtt/async_client.h>
@@ -36,6 +46,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <thread>
 #include <utility>
@@ -62,6 +73,26 @@ constexpr std::size_t kHandOffInFlight = 8;
 
 // What destroying a paho client may take (paho stops its threads in 100 ms steps).
 constexpr std::chrono::milliseconds kDestroyTime{500};
+
+// The liveness probe: never subscribed, so unsubscribing changes nothing on the server.
+constexpr const char* kProbeFilter = "outpost/liveness-probe";
+
+std::int64_t steady_ns() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(steady::now().time_since_epoch())
+        .count();
+}
+
+// A paho listener that forwards to a function (the probe's answers).
+class ForwardingListener final : public mqtt::iaction_listener {
+  public:
+    explicit ForwardingListener(std::function<void(const mqtt::token&, bool)> f)
+        : f_(std::move(f)) {}
+    void on_success(const mqtt::token& tok) override { f_(tok, true); }
+    void on_failure(const mqtt::token& tok) override { f_(tok, false); }
+
+  private:
+    std::function<void(const mqtt::token&, bool)> f_;
+};
 
 }  // namespace
 
@@ -111,6 +142,25 @@ struct MqttBroker::Impl {
     // Per thread, no lock: the broker whose entry point this thread runs, if any.
     static thread_local const Impl* inside_callback;
 
+    // Liveness (see "Half-open connections" at the top). Atomics: written by paho's threads and
+    // connect(), read by the watchdog. `last_heard` (steady ns) is set under `mutex` when a
+    // connection is declared up, so the watchdog's check under `mutex` sees it consistent.
+    std::atomic<std::int64_t> last_heard{0};
+    std::atomic<std::uint64_t> generation{0};  // connections made: the probe's user context
+    std::atomic<bool> probe_out{false};        // a probe is waiting for its answer
+    ForwardingListener probe_listener{
+        [this](const mqtt::token& tok, bool ok) { on_probe_answer(tok, ok); }};
+    // The watchdog thread (started by the first successful connect()) and its stop signal.
+    std::mutex watch_mutex;
+    std::condition_variable watch_cv;
+    bool watch_stop = false;  // guarded by watch_mutex
+    std::thread watchdog;
+
+    // Taken by the watchdog around its probe (a paho call on `client`) and by whoever replaces
+    // `client` (before `client_mutex`), so the probe never runs on a client being destroyed.
+    // Never taken by paho's threads, and never waited for with `client_mutex` held: no cycle
+    // with paho's global lock (see send_all()).
+    std::mutex probe_mutex;
     // Guarded by `client_mutex` against the receive thread's sends (finish() -> send_all()).
     // Replaced only by connect() and the destructor, on the caller's thread, which reads it
     // without the lock otherwise.
@@ -176,6 +226,7 @@ struct MqttBroker::Impl {
     }
 
     ~Impl() {
+        stop_watchdog();
         disconnect(milliseconds(1000));
         destroy_client(milliseconds(500));
     }
@@ -285,13 +336,21 @@ struct MqttBroker::Impl {
         }
     }
 
-    // paho's connection-lost or (MQTT 5) DISCONNECT callback, on a paho thread.
-    void on_lost(const char* what, const std::string& detail) {
+    // paho's connection-lost or (MQTT 5) DISCONNECT callback, on a paho thread; or the
+    // watchdog's verdict (`if_silent_for`: only when the server is still silent that long,
+    // checked under `mutex` against a connection made meanwhile).
+    void on_lost(const char* what, const std::string& detail,
+                 std::optional<std::chrono::nanoseconds> if_silent_for = std::nullopt) {
         CallbackScope scope(*this);
         Ledger::Batch failed;
         std::string reason;
         {
             std::lock_guard lock(mutex);
+            if (if_silent_for &&
+                (!up.load() ||
+                 std::chrono::nanoseconds(steady_ns() - last_heard.load()) < *if_silent_for)) {
+                return;
+            }
             if (!up.load()) {
                 // Either a second report of the same loss, or a loss while connect() is still
                 // deciding: connect() checks this flag before it declares the connection up.
@@ -316,6 +375,7 @@ struct MqttBroker::Impl {
         const mqtt::create_options create = mqtt_detail::create_options_for(options);
         try {
             auto fresh = std::make_unique<Client>(*this, create);
+            std::lock_guard probe_lock(probe_mutex);
             std::lock_guard lock(client_mutex);
             client = std::move(fresh);
         } catch (const mqtt::exception& e) {
@@ -351,6 +411,7 @@ struct MqttBroker::Impl {
         {
             // Taken out under the lock, destroyed outside it: paho's destroy waits for its
             // receive thread, which may be waiting for this lock to hand over a publish.
+            std::lock_guard probe_lock(probe_mutex);
             std::lock_guard lock(client_mutex);
             old = std::move(client);
         }
@@ -438,9 +499,13 @@ struct MqttBroker::Impl {
                 this->limits = limits;
                 in_flight = 0;
                 held.clear();
+                last_heard.store(steady_ns());  // the CONNACK
+                generation.fetch_add(1);
+                probe_out.store(false);
                 up.store(true);
             }
         }
+        start_watchdog();
         if (lost_already) {
             throw BrokerError("cannot connect to " + target + ": connection to " + server_uri +
                                   " lost right after it was accepted",
@@ -576,6 +641,9 @@ struct MqttBroker::Impl {
         if (!qos) {
             return;  // completed already (a loss, or an answer from an earlier connection)
         }
+        if (*qos > 0) {
+            last_heard.store(steady_ns());  // an acknowledgement (QoS 0 only left the socket)
+        }
         const int reason = static_cast<int>(tok.get_reason_code());
         // paho-c 1.3 reports an MQTT 5 acknowledgement >= 0x80 through onFailure5; this guards
         // a version that reports it as a success with the code attached.
@@ -598,10 +666,92 @@ struct MqttBroker::Impl {
         // Measured on paho-c 1.3.12 + mosquitto 2.0: a PUBACK/PUBREC with reason >= 0x80 arrives
         // here with rc 0 and the reason code; a dying socket fails tokens with rc -1/-3/-11.
         if (mqtt5() && rc == 0 && reason >= 0x80 && reason != mqtt::MQTTPP_V3_CODE) {
+            last_heard.store(steady_ns());  // the server answered, with a rejection
             finish(seq, mqtt_detail::rejection(reason, ack_name(*qos)));
             return;
         }
         finish(seq, mqtt_detail::publish_failure(rc == 0 ? -1 : rc, "", server_copy()));
+    }
+
+    // --- liveness (see "Half-open connections" at the top) -------------------------------------
+
+    std::chrono::nanoseconds lost_after() const { return options.keepalive * 3 / 2; }
+
+    void start_watchdog() {
+        if (options.keepalive.count() == 0 || watchdog.joinable()) {
+            return;
+        }
+        watchdog = std::thread([this] { watch(); });
+    }
+
+    void stop_watchdog() noexcept {
+        {
+            std::lock_guard lock(watch_mutex);
+            watch_stop = true;
+        }
+        watch_cv.notify_all();
+        if (watchdog.joinable()) {
+            watchdog.join();
+        }
+    }
+
+    // The watchdog's loop: a tick of keepalive / 8 (100 ms .. 1 s) is the detection's slack.
+    void watch() {
+        const auto tick = std::clamp<milliseconds>(
+            std::chrono::duration_cast<milliseconds>(options.keepalive) / 8, milliseconds(100),
+            milliseconds(1000));
+        std::unique_lock lock(watch_mutex);
+        while (!watch_cv.wait_for(lock, tick, [this] { return watch_stop; })) {
+            lock.unlock();
+            check_liveness();
+            lock.lock();
+        }
+    }
+
+    void check_liveness() {
+        if (!up.load()) {
+            return;
+        }
+        const std::chrono::nanoseconds silent(steady_ns() - last_heard.load());
+        if (silent >= lost_after()) {
+            on_lost("lost",
+                    "no answer from the server for " + std::to_string(silent / milliseconds(1)) +
+                        " ms (keepalive " + std::to_string(options.keepalive.count()) +
+                        " s): the link is down or half-open",
+                    lost_after());
+        } else if (silent >= options.keepalive / 2 && !probe_out.exchange(true)) {
+            send_probe();
+        }
+    }
+
+    void send_probe() {
+        std::lock_guard lock(probe_mutex);
+        if (!client || !up.load()) {
+            probe_out.store(false);
+            return;
+        }
+        try {
+            client->paho.unsubscribe(
+                kProbeFilter,
+                reinterpret_cast<void*>(static_cast<std::uintptr_t>(generation.load())),
+                probe_listener);
+        } catch (const std::exception&) {
+            probe_out.store(false);  // paho refused it (disconnected): the next tick decides
+        }
+    }
+
+    // On a paho thread. An UNSUBACK (MQTT 5: any reason code, even a refusal) is an answer; a
+    // failure paho made up (rc != 0: the connection went) is not.
+    void on_probe_answer(const mqtt::token& tok, bool ok) {
+        const auto gen =
+            static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(tok.get_user_context()));
+        if (gen != generation.load()) {
+            return;  // a probe of an earlier connection
+        }
+        if (ok || tok.get_return_code() == 0) {
+            last_heard.store(steady_ns());
+        }
+        probe_out.store(false);
     }
 };
 

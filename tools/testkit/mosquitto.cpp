@@ -193,6 +193,10 @@ void Mosquitto::write_config() const {
              << "certfile " << options_.tls_cert_file << "\n"
              << "keyfile " << options_.tls_key_file << "\n";
     }
+    // After the TLS lines, which belong to the listener above them: these stay plain.
+    for (const auto& address : options_.also_listen_on) {
+        conf << "listener " << port_ << " " << address << "\n";
+    }
     if (options_.users.empty()) {
         conf << "allow_anonymous true\n";
     } else {

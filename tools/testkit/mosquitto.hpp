@@ -1,7 +1,8 @@
 // Testkit (tests and outpost-bench): a real mosquitto broker per test or run, on a free loopback
 // port, in its own temp dir.
 //
-// Never a fixed port, never a non-loopback address. The broker is a child process of the test
+// Never a fixed port, never a non-loopback address (also_listen_on: only inside a network
+// namespace of the test's own). The broker is a child process of the test
 // (it dies with the test process, PR_SET_PDEATHSIG), started from a generated configuration;
 // start() returns once it accepts TCP connections. restart() keeps the port, so clients
 // configured with uri() find it again.
@@ -33,6 +34,9 @@ struct MosquittoOptions {
     std::string tls_key_file;
     // More configuration lines, appended as they are.
     std::string extra_config;
+    // More addresses the listener binds, on the same port (e.g. a veth address inside a
+    // network namespace the test made; only addresses of the test's own). Default none.
+    std::vector<std::string> also_listen_on;
 };
 
 class Mosquitto {
