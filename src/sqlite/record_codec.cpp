@@ -82,7 +82,13 @@ Record read_record(SQLite::Statement& row) {
     r.created_at = row.getColumn(11).getInt64();
     if (!row.getColumn(12).isNull()) {
         r.expires_at = row.getColumn(12).getInt64();
-        r.message.ttl = std::chrono::milliseconds(*r.expires_at - r.created_at);
+        // add() stores created_at + ttl, so the difference gives the ttl back; in a damaged or
+        // hand-edited file it may not fit int64 (signed overflow): no ttl then, expires_at is
+        // what expiry uses.
+        std::int64_t ttl = 0;
+        if (!__builtin_sub_overflow(*r.expires_at, r.created_at, &ttl)) {
+            r.message.ttl = std::chrono::milliseconds(ttl);
+        }
     }
     r.attempts = static_cast<std::uint32_t>(row.getColumn(13).getInt64());
     r.next_attempt_at = row.getColumn(14).getInt64();

@@ -338,9 +338,11 @@ std::vector<PendingRef> SqliteStore::scan_pending(const DispatchCursor& after, s
             s.collect(s.scan_lower_priority, out);
         }
     } catch (const SQLite::Exception& e) {
-        s.scan_first.reset();
-        s.scan_same_priority.reset();
-        s.scan_lower_priority.reset();
+        // tryReset(), not reset(), in every handler here: sqlite3_reset() returns the failed
+        // step's error again, and reset() would throw it out of the handler untranslated.
+        (void)s.scan_first.tryReset();
+        (void)s.scan_same_priority.tryReset();
+        (void)s.scan_lower_priority.tryReset();
         detail::rethrow_sqlite(e, "reading pending records");
     }
     return out;
@@ -353,7 +355,7 @@ std::optional<PendingRef> SqliteStore::key_head(const std::string& key) {
         s.head_of_key.bind(1, key);
         s.collect(s.head_of_key, out);
     } catch (const SQLite::Exception& e) {
-        s.head_of_key.reset();
+        (void)s.head_of_key.tryReset();
         detail::rethrow_sqlite(e, "reading the next record of key '" + key + "'");
     }
     if (out.empty()) {
@@ -373,7 +375,7 @@ std::vector<PendingRef> SqliteStore::scan_arrivals(std::int64_t after_id, std::i
         s.arrivals.bind(4, sql_limit(limit));
         s.collect(s.arrivals, out);
     } catch (const SQLite::Exception& e) {
-        s.arrivals.reset();
+        (void)s.arrivals.tryReset();
         detail::rethrow_sqlite(e, "reading newly added records");
     }
     return out;
@@ -388,7 +390,7 @@ std::int64_t single_value(SQLite::Statement& q, std::int64_t fallback, const cha
         q.reset();
         return v;
     } catch (const SQLite::Exception& e) {
-        q.reset();
+        (void)q.tryReset();
         detail::rethrow_sqlite(e, what);
     }
 }
@@ -429,7 +431,7 @@ LoadedRecords SqliteStore::load_pending(const std::vector<std::int64_t>& ids) {
         }
         s.db.exec("COMMIT");
     } catch (const SQLite::Exception& e) {
-        s.load.reset();
+        (void)s.load.tryReset();
         try {
             s.db.exec("ROLLBACK");
         } catch (const SQLite::Exception&) {
@@ -484,7 +486,7 @@ void SqliteStore::apply(const std::vector<Outcome>& outcomes, bool keep_delivere
         } catch (const SQLite::Exception&) {
             for (SQLite::Statement* q :
                  {&s.del, &s.mark_delivered, &s.mark_retry, &s.mark_dead, &s.mark_expired}) {
-                q->reset();
+                (void)q->tryReset();
             }
             throw;
         }
@@ -505,7 +507,7 @@ bool SqliteStore::has_pending() {
         s.exists_pending.reset();
         return any;
     } catch (const SQLite::Exception& e) {
-        s.exists_pending.reset();
+        (void)s.exists_pending.tryReset();
         detail::rethrow_sqlite(e, "looking for pending records");
     }
 }
@@ -594,7 +596,7 @@ std::int64_t SqliteStore::data_version() {
         s.data_version.reset();
         return v;
     } catch (const SQLite::Exception& e) {
-        s.data_version.reset();
+        (void)s.data_version.tryReset();
         detail::rethrow_sqlite(e, "reading PRAGMA data_version");
     }
 }

@@ -1,8 +1,8 @@
 // outpost: the command-line tool for an outbox file on a live device.
 //
-// The top level lives here: the program's help and options, the common options, and the loop over
-// the command table (command.hpp); each command's options, help and work are in its cmd_*.cpp
-// file. Exit codes:
+// The top level lives here: parsing with the Program (program.hpp: the program's help and
+// options, the common options, the command table of command.hpp) and running the command parsed;
+// each command's options, help and work are in its cmd_*.cpp file. Exit codes:
 // 0 ok, 1 failure, 2 usage error, 3 `sync` timed out with records pending, 4 `sync` left nothing
 // pending but records went dead or expired during it, 5 `check` found problems in the file.
 #include <CLI/CLI.hpp>
@@ -11,6 +11,7 @@
 
 #include "command.hpp"
 #include "outpost/error.hpp"
+#include "program.hpp"
 #include "text.hpp"
 
 namespace {
@@ -35,55 +36,11 @@ std::string flatten(const std::string& text) {
     return one_line(out);
 }
 
-void add_common(CLI::App& cmd, Common& common) {
-    cmd.add_option("--db", common.db, "The outbox database file (never created by this tool)")
-        ->required()
-        ->envname("OUTPOST_DB")
-        ->type_name("FILE");
-    cmd.add_flag("--json", common.json,
-                 "Machine-readable output: one JSON document (JSON Lines for export and sync)");
-    cmd.add_option("--busy-timeout", common.busy_timeout,
-                   "How long to wait for a lock held by the app or the dispatcher")
-        ->check(duration_validator())
-        ->type_name("DURATION")
-        ->capture_default_str();
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{
-        "outpost: inspect and maintain an outpost outbox (a SQLite file shared with a running "
-        "app),\n"
-        "and deliver its pending records to an MQTT broker.\n"
-        "Safe next to the running app and its dispatcher: reads are short, writes are small\n"
-        "BEGIN IMMEDIATE transactions with a busy timeout, and read commands never modify the "
-        "file.",
-        "outpost"};
-    app.require_subcommand(1);
-    app.set_version_flag("--version", std::string("outpost ") + OUTPOST_CLI_VERSION);
-    app.allow_config_extras(false);  // a misspelt key in a config file is an error, not ignored
-    app.set_config("--config", "",
-                   "Read options from a TOML or INI file; options of a command go in a section "
-                   "named after it, e.g. [sync] broker=\"mqtts://host:8883\"")
-        ->type_name("FILE");
-    app.fallthrough();  // `outpost sync --config FILE ...` works too
-    app.footer(
-        "Durations: a number and a unit, ms s m h d w, summed: 30s, 5m, 2h, 7d, 1h30m.\n"
-        "Exit codes: 0 ok, 1 failure (one line on stderr names it), 2 usage error,\n"
-        "3 sync timed out with records still pending, 4 sync left nothing pending but\n"
-        "records went dead or expired during it, 5 check found problems in the file.\n"
-        "Times in JSON are milliseconds since the Unix epoch (UTC).\n"
-        "Run 'outpost COMMAND --help' for a command's options.");
-
-    Common common;
-
-    std::vector<std::pair<CLI::App*, Run>> parsed_runs;
-    for (const Command* command : commands()) {
-        CLI::App* cmd = app.add_subcommand(command->name, command->description);
-        add_common(*cmd, common);
-        parsed_runs.emplace_back(cmd, command->setup(*cmd, common));
-    }
+    Program program;
+    CLI::App& app = program.app();
 
     try {
         app.parse(argc, argv);
@@ -101,10 +58,8 @@ int main(int argc, char** argv) {
     }
 
     try {
-        for (const auto& [cmd, run] : parsed_runs) {
-            if (cmd->parsed()) {
-                return run();
-            }
+        if (const Run* run = program.parsed_run()) {
+            return (*run)();
         }
     } catch (const UsageError& e) {
         std::cerr << "outpost: usage error: " << flatten(e.what()) << '\n';

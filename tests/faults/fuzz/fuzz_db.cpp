@@ -1,0 +1,123 @@
+// Fuzz target: opening a mutated database file. The bytes are written as an outbox file (seeded
+// with real small outbox files, make_db_seeds.cpp), then each way the project opens one uses it:
+// the file check of `outpost check` (Admin::check), a read-only Admin (stats, a salvage-mode
+// walk of the records, the lease), the dispatcher's SqliteStore (scan, load, expire, mark
+// delivered) and an Outbox on the app's connection (add, requeue). Each must work or throw a
+// typed outpost::Error; anything else, an escaping std::exception included, is a defect.
+//
+// A check that calls the file clean must have found it SQLite with a clean integrity_check.
+#include <SQLiteCpp/Database.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "fuzz_support.hpp"
+#include "outpost/admin.hpp"
+#include "outpost/error.hpp"
+#include "outpost/outbox.hpp"
+#include "outpost/sqlite_store.hpp"
+
+namespace {
+
+using outpost::fuzz::require;
+
+constexpr std::int64_t kNow = 1'700'000'000'000;  // a fixed wall time: runs repeat exactly
+
+// Runs `step`; a typed outpost::Error is a fine outcome, any other exception a defect.
+template <class F>
+void step(const char* name, F&& f) {
+    try {
+        f();
+    } catch (const outpost::Error&) {
+    } catch (const std::exception& e) {
+        outpost::fuzz::fail(std::string(name) + " threw a " + typeid(e).name() +
+                            " that is not an outpost::Error: " + e.what());
+    }
+}
+
+void check(const std::string& path) {
+    const outpost::CheckReport r = outpost::Admin::check(path);
+    if (r.clean()) {
+        require(r.sqlite_ok && r.integrity_ok, "check() called a file clean it could not check");
+    }
+}
+
+void admin(const std::string& path) {
+    outpost::Admin a(path);
+    (void)a.stats(3);
+    (void)a.lease();
+    (void)a.get(1);
+    outpost::RecordFilter f;
+    f.skip_unreadable = true;
+    f.limit = 64;
+    std::size_t unreadable = 0;
+    a.for_each(
+        f, [](const outpost::Record&) { return true; }, &unreadable);
+}
+
+void store(const std::string& path) {
+    outpost::SqliteStore s(path, {std::chrono::milliseconds(100), "NORMAL"});
+    const std::vector<outpost::PendingRef> refs = s.scan_pending({}, 16);
+    std::vector<std::int64_t> ids;
+    for (const outpost::PendingRef& r : refs) {
+        ids.push_back(r.id);
+        (void)(r.key ? s.key_head(*r.key) : std::nullopt);
+    }
+    const outpost::LoadedRecords loaded = s.load_pending(ids);
+    (void)s.has_pending();
+    (void)s.next_expiry();
+    (void)s.last_id();
+    (void)s.requeue_count();
+    (void)s.scan_arrivals(0, s.last_id(), -1, 16);
+    (void)s.expire_due(kNow, {});
+    std::vector<outpost::Outcome> outcomes;
+    for (const outpost::Record& r : loaded.records) {
+        outcomes.push_back({outpost::Outcome::Kind::delivered, r.id, 0, 0, {}, kNow});
+    }
+    for (const outpost::UnreadableRecord& r : loaded.unreadable) {
+        outcomes.push_back({outpost::Outcome::Kind::dead, r.id, 1, 0, r.reason, kNow});
+    }
+    s.apply(outcomes, true);
+    (void)s.purge_delivered(kNow);
+    (void)s.counts();
+}
+
+void outbox(const std::string& path) {
+    std::unique_ptr<SQLite::Database> db;
+    try {
+        db = std::make_unique<SQLite::Database>(path, SQLite::OPEN_READWRITE);
+    } catch (const SQLite::Exception&) {
+        return;  // the app's own open, not outpost's
+    }
+    outpost::Outbox o(*db);
+    outpost::Message m = outpost::Message::text("fuzz/db", "payload");
+    m.key = "k";
+    (void)o.add(m);
+    (void)o.requeue_all_dead();
+    (void)o.counts();
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+    const std::string path = (outpost::fuzz::scratch_dir() / "outbox.db").string();
+    for (const char* suffix : {"", "-wal", "-shm", "-journal", "-outpost-reserve"}) {
+        std::error_code ec;
+        std::filesystem::remove(path + suffix, ec);
+    }
+    {
+        std::ofstream out(path, std::ios::binary | std::ios::trunc);
+        out.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(size));
+        require(static_cast<bool>(out.flush()), "writing the database file");
+    }
+    step("Admin::check", [&] { check(path); });
+    step("Admin", [&] { admin(path); });
+    step("SqliteStore", [&] { store(path); });
+    step("Outbox", [&] { outbox(path); });
+    return 0;
+}
