@@ -58,7 +58,10 @@ Event add_event(SQLite::Database& db, Outbox& outbox, const std::string& key, bo
                 std::mt19937_64& rng) {
     char uid[17];
     std::snprintf(uid, sizeof uid, "%016llx", static_cast<unsigned long long>(rng()));
-    SQLite::Transaction tx(db);
+    // IMMEDIATE: the seq read and the inserts under one write lock, taken with the busy timeout
+    // (a deferred transaction that reads first fails at once with SQLITE_BUSY_SNAPSHOT when a
+    // dispatcher commits in between).
+    SQLite::Transaction tx(db, SQLite::TransactionBehavior::IMMEDIATE);
     SQLite::Statement next(db, "SELECT coalesce(max(seq), 0) + 1 FROM app_events WHERE key = ?");
     next.bind(1, key);
     next.executeStep();
