@@ -20,10 +20,10 @@
 // wall-clock rates swing by tens of percent within seconds (measured here: 1,200 to 12,000
 // records/s within one run). So the clean and the poisoned rates are taken from one backlog
 // dispatched by one dispatcher on one connection: segments of 1,000 good records, every odd
-// one with 9 poison records spread through it. Each poisoned segment's rate is compared with
-// the mean of its two clean neighbours, which were dispatched just before and just after it
-// (a fraction of a second apart), so a load swing slower than that hits both sides alike and
-// a steady drift cancels. A segment's rate runs from its first to its last tenth of deliveries
+// one with one poison record of each kind spread through it. Each poisoned segment's rate is
+// compared with the mean of its two clean neighbours, which were dispatched just before and just
+// after it (a fraction of a second apart), so a load swing slower than that hits both sides alike
+// and a steady drift cancels. A segment's rate runs from its first to its last tenth of deliveries
 // (its stragglers wait for their key's order, not for the dispatcher). Retries come within
 // milliseconds, so a poison record's whole cost falls inside its own segment. The verdict is
 // the median of the segments' ratios, which a few segments disturbed by a burst elsewhere do
@@ -176,7 +176,7 @@ TEST(Poison, RefusedRecordsGoDeadWithTheirReasonAndOtherKeysKeepTheirRate) {
 
     const int segments = sized(41, 121);
     const std::size_t per_segment = 1000;
-    const std::size_t poison_per_segment = 3 * std::size(kPoisons);
+    const std::size_t poison_per_segment = std::size(kPoisons);  // one of each kind
     std::vector<std::pair<std::int64_t, const Poison*>> poison_ids;
     std::vector<double> ratios;
     SqliteStore store(path);
