@@ -515,11 +515,19 @@ class Network : public ::testing::Test {
 // One outage while events flow: the link is cut by `cut`, restored by `heal`. The app must
 // notice within the bound (when `half_open_bound`), burn no attempt during the outage, and
 // deliver everything after the heal.
+// `idle`: nothing is written before the heal, so no publish is in flight when the link dies and
+// only the client's own probing can notice it.
 void outage(const std::string& name, const std::function<void(NetPair&)>& cut,
-            const std::function<void(NetPair&)>& heal) {
+            const std::function<void(NetPair&)>& heal, bool idle = false) {
     World w(name);
-    w.start_writing();
-    w.expect_flowing(50, "before the fault");
+    if (idle) {
+        ASSERT_TRUE(w.app().wait_for("connected", steady::now() - 1h, 20s)) << w.app().transcript();
+        // Idle for more than half a keepalive: the link is cut between the client's probes.
+        std::this_thread::sleep_for(kKeepalive * 3 / 4);  // the idle time is the scenario
+    } else {
+        w.start_writing();
+        w.expect_flowing(50, "before the fault");
+    }
     if (::testing::Test::HasFatalFailure()) {
         return;
     }
@@ -539,6 +547,9 @@ void outage(const std::string& name, const std::function<void(NetPair&)>& cut,
     heal(w.net());
     ASSERT_TRUE(w.app().wait_for("connected", t1, 30s)) << "no reconnect after the heal\n"
                                                         << w.app().transcript();
+    if (idle) {
+        w.start_writing();
+    }
     w.expect_flowing(50, "after the heal");
     w.finish(name, 1);
 }
@@ -573,6 +584,24 @@ TEST_F(Network, HalfOpenConnectionIsNoticedWithinTheKeepaliveBound) {
             n.iptables_b("-D INPUT -i veth-b -j DROP");
             n.iptables_b("-D OUTPUT -o veth-b -j DROP");
         });
+}
+
+// The same while the app is idle: nothing in flight, so only the client's probe can tell.
+TEST_F(Network, HalfOpenConnectionOfAnIdleAppIsNoticedWithinTheKeepaliveBound) {
+    if (run("command -v iptables").status != 0) {
+        GTEST_SKIP() << "iptables is not installed (apt-get install iptables)";
+    }
+    outage(
+        "network-half-open-idle",
+        [](NetPair& n) {
+            n.iptables_b("-A INPUT -i veth-b -j DROP");
+            n.iptables_b("-A OUTPUT -o veth-b -j DROP");
+        },
+        [](NetPair& n) {
+            n.iptables_b("-D INPUT -i veth-b -j DROP");
+            n.iptables_b("-D OUTPUT -o veth-b -j DROP");
+        },
+        true);
 }
 
 // The link goes down and up every few seconds (random lengths from the seed), shorter and
