@@ -58,7 +58,7 @@ long printed(const std::string& log, const char* what) {
 TEST(FaultConcurrentWriters, FourWritersDispatcherAndCliNoBusyTotalsMatch) {
     const std::string name = "concurrent-writers";
     const std::uint64_t seed = scenario_seed(name);
-    const int transactions = sized(2000, 20000);
+    const int transactions = sized(2000, 10000);
     const std::string app = binary_from_env("FAULT_APP");
     const std::string cli = binary_from_env("OUTPOST_BIN");
 
