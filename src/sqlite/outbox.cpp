@@ -297,12 +297,12 @@ struct Outbox::Impl {
 Outbox::Outbox(SQLite::Database& db, OutboxOptions options, const Clock& clock)
     : impl_(std::make_unique<Impl>(db, std::move(options), clock)) {
     impl_->options.validate();
-    // The busy timeout before the first read: it is a setting of the connection, not a write to
-    // the file, and without it that read fails at once with SQLITE_BUSY_RECOVERY when another
-    // process is rebuilding the WAL index of a file whose last user was killed.
-    // The connection keeps that timeout (the app's own, else options.busy_timeout); while this
-    // constructor sets the file up it waits with the patient handler instead, which does not
-    // starve next to other processes' writers that commit back to back.
+    // A busy wait before the first read (a setting of the connection, not a write to the file):
+    // without one that read fails at once with SQLITE_BUSY_RECOVERY while another process
+    // rebuilds the WAL index of a file whose last user was killed. The connection keeps a busy
+    // timeout (the app's own, else options.busy_timeout); while this constructor sets the file
+    // up it waits with the patient handler instead, which does not starve next to other
+    // processes' writers that commit back to back.
     std::chrono::milliseconds timeout = impl_->options.busy_timeout;
     try {
         const int apps = std::stoi(detail::pragma_value(db, "busy_timeout"));
@@ -333,7 +333,7 @@ Outbox::Outbox(SQLite::Database& db, OutboxOptions options, const Clock& clock)
             detail::pragma_value(db, "auto_vacuum") == "0") {
             db.exec("PRAGMA auto_vacuum = INCREMENTAL");
         }
-        detail::switch_to_wal(db, impl_->options.busy_timeout);
+        detail::switch_to_wal(db, timeout);
         const detail::DiskSpace space = detail::disk_space(impl_->path);
         if (!impl_->path.empty() && space.known) {
             const int page = std::stoi(detail::pragma_value(db, "page_size"));
