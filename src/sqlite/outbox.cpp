@@ -314,16 +314,29 @@ struct Outbox::Impl {
 Outbox::Outbox(SQLite::Database& db, OutboxOptions options, const Clock& clock)
     : impl_(std::make_unique<Impl>(db, std::move(options), clock)) {
     impl_->options.validate();
-    // The busy timeout before the first read: it is a setting of the connection, not a write to
-    // the file, and without it that read fails at once with SQLITE_BUSY_RECOVERY when another
-    // process is rebuilding the WAL index of a file whose last user was killed.
+    // A busy wait before the first read (a setting of the connection, not a write to the file):
+    // without one that read fails at once with SQLITE_BUSY_RECOVERY while another process
+    // rebuilds the WAL index of a file whose last user was killed. The connection keeps a busy
+    // timeout (the app's own, else options.busy_timeout); while this constructor sets the file
+    // up it waits with the patient handler instead, which does not starve next to other
+    // processes' writers that commit back to back.
+    std::chrono::milliseconds timeout = impl_->options.busy_timeout;
     try {
-        if (detail::pragma_value(db, "busy_timeout") == "0") {
-            db.exec("PRAGMA busy_timeout = " + std::to_string(impl_->options.busy_timeout.count()));
+        const int apps = std::stoi(detail::pragma_value(db, "busy_timeout"));
+        if (apps > 0) {
+            timeout = std::chrono::milliseconds(apps);
         }
     } catch (const SQLite::Exception& e) {
         detail::rethrow_sqlite(e, "configuring the app's connection");
     }
+    struct SetupWait {
+        sqlite3* handle;
+        int timeout_ms;
+        detail::PatientBusyHandler patient;
+        ~SetupWait() { sqlite3_busy_timeout(handle, timeout_ms); }
+    } setup_wait{
+        db.getHandle(), static_cast<int>(std::min<std::int64_t>(timeout.count(), INT32_MAX)), {}};
+    setup_wait.patient.install(db.getHandle(), timeout);
     // Reads first: a file that is not SQLite, or holds a newer schema, is refused before any
     // write (journal mode, tables) touches it.
     detail::check_schema(db);
@@ -337,7 +350,7 @@ Outbox::Outbox(SQLite::Database& db, OutboxOptions options, const Clock& clock)
             detail::pragma_value(db, "auto_vacuum") == "0") {
             db.exec("PRAGMA auto_vacuum = INCREMENTAL");
         }
-        detail::switch_to_wal(db, impl_->options.busy_timeout);
+        detail::switch_to_wal(db, timeout);
         const detail::DiskSpace space = detail::disk_space(impl_->path);
         if (!impl_->path.empty() && space.known) {
             const int page = std::stoi(detail::pragma_value(db, "page_size"));

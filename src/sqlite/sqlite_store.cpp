@@ -53,6 +53,8 @@ SQLite::Database open_existing(const std::string& path, const SqliteStoreOptions
 }  // namespace
 
 struct SqliteStore::Impl {
+    // First: installed on `db` before its first statement, and destroyed after it.
+    detail::PatientBusyHandler busy;
     SQLite::Database db;
     std::string path;
     SQLite::Statement scan_first, scan_same_priority, scan_lower_priority;
@@ -142,6 +144,7 @@ struct SqliteStore::Impl {
     // Runs in the member-initialiser list before the first statement that names outpost tables
     // is prepared, so a file without them gets a SchemaError, not "no such table".
     std::string prepare_after_checks(const SqliteStoreOptions& o, std::string sql) {
+        busy.install(db.getHandle(), o.busy_timeout);
         const int version = detail::check_schema(db);
         if (version == 0) {
             throw SchemaError("'" + path +
@@ -151,7 +154,6 @@ struct SqliteStore::Impl {
             detail::migrate(db);
         }
         try {
-            db.exec("PRAGMA busy_timeout = " + std::to_string(o.busy_timeout.count()));
             db.exec("PRAGMA synchronous = " + o.synchronous);
             detail::switch_to_wal(db, o.busy_timeout);
         } catch (const SQLite::Exception& e) {
@@ -261,10 +263,10 @@ struct SqliteStore::Impl {
                 }
             }
         }
-        sqlite3_busy_timeout(db.getHandle(), 100);
+        busy.set_timeout(std::chrono::milliseconds(100));
         const int rc = sqlite3_wal_checkpoint_v2(db.getHandle(), "main", SQLITE_CHECKPOINT_TRUNCATE,
                                                  nullptr, nullptr);
-        sqlite3_busy_timeout(db.getHandle(), busy_ms);
+        busy.set_timeout(std::chrono::milliseconds(busy_ms));
         return more && rc == SQLITE_OK;
     }
 

@@ -58,4 +58,24 @@ void switch_to_wal(SQLite::Database& db, std::chrono::milliseconds patience) {
     }
 }
 
+void PatientBusyHandler::install(sqlite3* db, std::chrono::milliseconds timeout) {
+    timeout_ = timeout;
+    sqlite3_busy_handler(db, &PatientBusyHandler::on_busy, this);
+}
+
+int PatientBusyHandler::on_busy(void* self, int count) {
+    auto& h = *static_cast<PatientBusyHandler*>(self);
+    const auto now = std::chrono::steady_clock::now();
+    if (count == 0) {
+        h.since_ = now;  // SQLite counts from 0 for each new wait
+    }
+    if (now - h.since_ >= h.timeout_) {
+        return 0;
+    }
+    // The first looks sooner: most waits are for one short transaction.
+    std::this_thread::sleep_for(count < 10 ? std::chrono::microseconds(100 * (count + 1))
+                                           : std::chrono::microseconds(1000));
+    return 1;
+}
+
 }  // namespace outpost::detail

@@ -58,7 +58,7 @@ long printed(const std::string& log, const char* what) {
 TEST(FaultConcurrentWriters, FourWritersDispatcherAndCliNoBusyTotalsMatch) {
     const std::string name = "concurrent-writers";
     const std::uint64_t seed = scenario_seed(name);
-    const int transactions = sized(2000, 20000);
+    const int transactions = sized(2000, 5000);
     const std::string app = binary_from_env("FAULT_APP");
     const std::string cli = binary_from_env("OUTPOST_BIN");
 
@@ -120,7 +120,7 @@ TEST(FaultConcurrentWriters, FourWritersDispatcherAndCliNoBusyTotalsMatch) {
 
     long retries = 0, written_committed = 0;
     for (auto& w : writers) {
-        const auto rc = w->wait_for(180s);
+        const auto rc = w->wait_for(sized(180s, 280s));
         EXPECT_TRUE(rc.has_value()) << "writer still running:\n" << w->log();
         if (!rc) {
             w->kill9();

@@ -28,6 +28,7 @@
 #include <sqlite3.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -244,7 +245,7 @@ int run(const Config& c) {
     std::uniform_int_distribution<int> pick_key(0, c.keys - 1);
     std::uniform_int_distribution<int> percent(0, 99);
     std::mt19937_64 jitter(seed ^ 0x9e3779b97f4a7c15ULL);  // apart from the events' own stream
-    std::uniform_int_distribution<int> pause_us(0, 1000);
+    std::uniform_int_distribution<int> pause_us(0, 1000 << 6);
     std::int64_t committed = 0, rolled_back = 0, app_retries = 0;
     for (std::int64_t n = 0; (c.forever || n < c.transactions) && !g_stop.load(); ++n) {
         const std::string& key = keys[static_cast<std::size_t>(pick_key(rng))];
@@ -257,12 +258,17 @@ int run(const Config& c) {
                 rethrow_outpost(e, "adding an event");
             } catch (const SQLite::Exception& e) {
                 // The app's own read-then-write transaction lost the race for the write lock:
-                // again after a short random pause, so that writers do not collide in step.
+                // again after a random pause that grows with each attempt, as SQLite's own busy
+                // handler waits (up to 100 ms), so that a retrying app competes with other
+                // connections' busy handlers as an app waiting in BEGIN IMMEDIATE would, and
+                // does not starve them.
                 if (!busy(e.getErrorCode()) || attempt >= 10000) {
                     throw;
                 }
                 ++app_retries;
-                std::this_thread::sleep_for(std::chrono::microseconds(pause_us(jitter)));
+                const int ceiling_us = 1000 << std::min(attempt, 6);
+                std::this_thread::sleep_for(
+                    std::chrono::microseconds(pause_us(jitter) % (ceiling_us + 1)));
             }
         }
         ++(roll_back ? rolled_back : committed);

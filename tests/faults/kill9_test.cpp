@@ -52,15 +52,9 @@ TEST(FaultKill9, AppKilledWhileAddingAndDrainingLosesNothing) {
     const std::string log = dir.file("app.log");
 
     auto start = [&](std::vector<std::string> extra) {
-        std::vector<std::string> argv{app,
-                                      "--db",
-                                      path,
-                                      "--broker",
-                                      broker.uri(),
-                                      "--keys",
-                                      std::to_string(kKeys),
-                                      "--lease-ttl-ms",
-                                      std::to_string(std::chrono::milliseconds(kLeaseTtl).count())};
+        const std::string ttl_ms = std::to_string(std::chrono::milliseconds(kLeaseTtl).count());
+        std::vector<std::string> argv{app, "--db", path, "--broker", broker.uri()};
+        argv.insert(argv.end(), {"--keys", std::to_string(kKeys), "--lease-ttl-ms", ttl_ms});
         argv.insert(argv.end(), extra.begin(), extra.end());
         return std::make_unique<Child>(argv, log);
     };
