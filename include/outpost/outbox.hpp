@@ -72,7 +72,8 @@ inline void validate(const Message& message, const OutboxOptions& options) {
 // 128 MB or more), journal_size_limit is set to that size when the app set none, and a new,
 // empty file gets auto_vacuum = INCREMENTAL (so the store can return the space of delivered
 // records to a partition that ran short; README, "Disk space"). When a checkpoint cannot grow
-// the file for want of space, add() throws StorageError (code SQLITE_FULL, transient) before
+// the file for want of space, or the partition has less room than two WALs (statvfs, looked at
+// with each checkpoint attempt), add() throws StorageError (code SQLITE_FULL, transient) before
 // writing anything until statvfs shows room again, so the space left stays for the dispatcher.
 class Outbox {
   public:

