@@ -25,6 +25,11 @@ struct AdminOptions {
     // Records read per page by for_each(): each page is one short read transaction, so no read
     // snapshot is held while the caller handles the records. Default 500; must be >= 1.
     std::size_t page_size = 500;
+    // For a rescue (export --skip-unreadable): a read-only Admin opens a file SQLite refuses as
+    // corrupt (truncated, a damaged schema entry) as far as it can still be read
+    // (PRAGMA writable_schema on that read-only connection: nothing can be written). Never for a
+    // check: a file opened this way is one the app cannot open. Default false.
+    bool lenient = false;
 };
 
 // One topic's share of the outbox, for Admin::stats().

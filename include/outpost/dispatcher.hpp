@@ -46,8 +46,11 @@ struct DispatcherOptions {
     std::size_t window = 100;
     // Retry cap and backoff for message-specific failures.
     RetryPolicy retry;
-    // A publish unanswered this long while connected counts as a failed attempt. Default 30 s.
-    std::chrono::milliseconds ack_timeout{std::chrono::seconds(30)};
+    // A publish unanswered this long while connected counts as a failed attempt. Default 60 s:
+    // above MqttBroker's half-open detection (1.5 x keepalive + 1 s, 46 s at its default 30 s
+    // keepalive), so a link that dies silently is seen as a lost connection (which burns no
+    // attempt) before the publishes on it time out. Keep it above that when you change either.
+    std::chrono::milliseconds ack_timeout{std::chrono::seconds(60)};
     // How often to look for records committed by other processes (PRAGMA data_version). Records
     // added in this process wake the dispatcher at once. Default 500 ms.
     std::chrono::milliseconds poll_interval{500};

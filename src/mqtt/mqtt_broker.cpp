@@ -339,7 +339,8 @@ struct MqttBroker::Impl {
     // paho's connection-lost or (MQTT 5) DISCONNECT callback, on a paho thread; or the
     // watchdog's verdict (`if_silent_for`: only when the server is still silent that long,
     // checked under `mutex` against a connection made meanwhile).
-    void on_lost(const char* what, const std::string& detail,
+    // Returns whether this call declared the connection lost.
+    bool on_lost(const char* what, const std::string& detail,
                  std::optional<std::chrono::nanoseconds> if_silent_for = std::nullopt) {
         CallbackScope scope(*this);
         Ledger::Batch failed;
@@ -349,13 +350,13 @@ struct MqttBroker::Impl {
             if (if_silent_for &&
                 (!up.load() ||
                  std::chrono::nanoseconds(steady_ns() - last_heard.load()) < *if_silent_for)) {
-                return;
+                return false;
             }
             if (!up.load()) {
                 // Either a second report of the same loss, or a loss while connect() is still
                 // deciding: connect() checks this flag before it declares the connection up.
                 lost_while_down = true;
-                return;
+                return false;
             }
             up.store(false);
             reason = "connection to " + current_server + " " + what +
@@ -367,6 +368,7 @@ struct MqttBroker::Impl {
         }
         Ledger::complete_all(failed, PublishResult::lost(reason));
         notify(false, reason);
+        return true;
     }
 
     // --- connecting ------------------------------------------------------------------------------
@@ -675,7 +677,13 @@ struct MqttBroker::Impl {
 
     // --- liveness (see "Half-open connections" at the top) -------------------------------------
 
-    std::chrono::nanoseconds lost_after() const { return options.keepalive * 3 / 2; }
+    // In nanoseconds before the arithmetic: keepalive * 3 / 2 in seconds would cut 1.5 s to 1 s.
+    std::chrono::nanoseconds lost_after() const {
+        return std::chrono::nanoseconds(options.keepalive) * 3 / 2;
+    }
+    std::chrono::nanoseconds probe_after() const {
+        return std::chrono::nanoseconds(options.keepalive) / 2;
+    }
 
     void start_watchdog() {
         if (options.keepalive.count() == 0 || watchdog.joinable()) {
@@ -714,13 +722,31 @@ struct MqttBroker::Impl {
         }
         const std::chrono::nanoseconds silent(steady_ns() - last_heard.load());
         if (silent >= lost_after()) {
-            on_lost("lost",
-                    "no answer from the server for " + std::to_string(silent / milliseconds(1)) +
-                        " ms (keepalive " + std::to_string(options.keepalive.count()) +
-                        " s): the link is down or half-open",
-                    lost_after());
-        } else if (silent >= options.keepalive / 2 && !probe_out.exchange(true)) {
+            if (on_lost("lost",
+                        "no answer from the server for " +
+                            std::to_string(silent / milliseconds(1)) + " ms (keepalive " +
+                            std::to_string(options.keepalive.count()) +
+                            " s): the link is down or half-open",
+                        lost_after())) {
+                close_after_verdict();
+            }
+        } else if (silent >= probe_after() && !probe_out.exchange(true)) {
             send_probe();
+        }
+    }
+
+    // After the watchdog's verdict paho still holds the connection: were the link only slow,
+    // paho would go on sending the publishes just failed (duplicates) and pinging. So it is
+    // closed now, with a DISCONNECT (a clean close: no Will) that is not waited for.
+    void close_after_verdict() noexcept {
+        std::lock_guard lock(probe_mutex);
+        if (!client || up.load()) {
+            return;  // gone, or connect() made a new connection meanwhile
+        }
+        try {
+            client->paho.disconnect(0);
+        } catch (const std::exception&) {
+            // Already disconnected: nothing to close.
         }
     }
 

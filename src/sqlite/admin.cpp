@@ -112,7 +112,8 @@ namespace detail {
 // which reads without locks or -shm. A writer that starts during that read may make it fail; it
 // can never make it write.
 std::unique_ptr<SQLite::Database> open_database(const std::string& path, bool read_only,
-                                                std::chrono::milliseconds busy_timeout) {
+                                                std::chrono::milliseconds busy_timeout,
+                                                bool lenient) {
     require_file(path);
     const int busy_ms = static_cast<int>(std::min<std::int64_t>(busy_timeout.count(), INT_MAX));
     try {
@@ -123,7 +124,7 @@ std::unique_ptr<SQLite::Database> open_database(const std::string& path, bool re
             return db;
         } catch (const SQLite::Exception& e) {
             const int primary = detail::sqlite_error_code(e) & 0xff;
-            if (read_only && primary == SQLITE_CORRUPT && readable_when_lenient(*db)) {
+            if (lenient && read_only && primary == SQLITE_CORRUPT && readable_when_lenient(*db)) {
                 return db;
             }
             std::error_code ec;
@@ -204,7 +205,7 @@ Admin::Admin(const std::string& path, AdminOptions options) : impl_(std::make_un
     }
     impl_->path = path;
     impl_->options = options;
-    impl_->db = detail::open_database(path, options.read_only, options.busy_timeout);
+    impl_->db = detail::open_database(path, options.read_only, options.busy_timeout, options.lenient);
     impl_->version = detail::check_schema(*impl_->db);
     if (impl_->version == 0) {
         throw SchemaError(path + " holds no outpost tables: not an outbox database");

@@ -30,9 +30,12 @@ struct Admin::Impl {
 namespace detail {
 
 // Opens `path` without ever creating it; read-only connections fall back to immutable=1 when
-// SQLite cannot make the -shm file (admin.cpp says when that is safe). Throws as rethrow_sqlite.
+// SQLite cannot make the -shm file (admin.cpp says when that is safe). `lenient`
+// (AdminOptions::lenient): a read-only open of a file SQLite calls corrupt goes on with
+// writable_schema, for a rescue only. Throws as rethrow_sqlite.
 std::unique_ptr<SQLite::Database> open_database(const std::string& path, bool read_only,
-                                                std::chrono::milliseconds busy_timeout);
+                                                std::chrono::milliseconds busy_timeout,
+                                                bool lenient);
 
 // The query of Admin::for_each(): a page after :after up to :last, or (`by_id`) the single
 // record :id; bind_filter() binds the filter's own parameters.

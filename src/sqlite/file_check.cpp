@@ -18,6 +18,7 @@
 #include "outpost/outbox.hpp"
 #include "record_state_sql.hpp"
 #include "schema.hpp"
+#include "sqlite_error.hpp"
 
 namespace outpost {
 
@@ -30,19 +31,27 @@ constexpr auto kBadValuesText = "SELECT sum(" + detail::sql::kUnknownState +
                                 "sum(qos NOT IN (0, 1, 2)) FROM outpost_records";
 constexpr const char* kBadValues = kBadValuesText.c_str();
 
+// What SQLite says of a damaged file, as opposed to one it could not read at all.
+bool damage(int code) {
+    const int primary = code & 0xff;
+    return primary == SQLITE_CORRUPT || primary == SQLITE_NOTADB;
+}
+
 }  // namespace
 
 CheckReport Admin::check(const std::string& path, bool quick) {
     CheckReport report;
     std::unique_ptr<SQLite::Database> db;
     try {
-        db = detail::open_database(path, true, std::chrono::milliseconds(5000));
+        db = detail::open_database(path, true, std::chrono::milliseconds(5000), /*lenient=*/false);
     } catch (const SchemaError& e) {
         report.problems.push_back(e.what());
         return report;
     } catch (const StorageError& e) {
-        if (e.code() == SQLITE_CANTOPEN && !fs::exists(path)) {
-            throw;  // a missing file is an error of the caller, not a finding
+        if (!damage(e.code())) {
+            // The check could not run (no such file, a directory, busy, no permission, an I/O
+            // error): an error of the run, exit 1, not a finding about the file (exit 5).
+            throw;
         }
         report.problems.push_back(e.what());
         return report;
@@ -64,6 +73,9 @@ CheckReport Admin::check(const std::string& path, bool quick) {
             }
         }
     } catch (const SQLite::Exception& e) {
+        if (!damage(detail::sqlite_error_code(e))) {
+            detail::rethrow_sqlite(e, quick ? "running quick_check" : "running integrity_check");
+        }
         report.problems.push_back(std::string(quick ? "quick_check" : "integrity_check") +
                                   " failed: " + e.what());
     }

@@ -134,29 +134,43 @@ struct Outbox::Impl {
 
     // While the disk is full (see on_wal_commit): refuses, unless statvfs says there is room
     // for a WAL's worth of pages again (the dispatcher delivered and returned space, or someone
-    // deleted files). While `watch_space`, looks at statvfs on every add().
+    // deleted files). While `watch_space`, looks on every add() whether the partition's free
+    // space plus the pages free inside the file (a file without auto_vacuum keeps the pages of
+    // delivered records, and new records reuse them) is under two WALs, and refuses then.
     void refuse_while_disk_full() {
         if (!disk_full && !watch_space) {
             return;
         }
         const detail::DiskSpace d = detail::disk_space(path);
+        if (disk_full && d.known && d.free >= 2 * wal_limit_bytes) {
+            disk_full = false;
+        }
+        std::uint64_t room = d.free;
         if (!disk_full) {
-            // Refused once the partition has less room than two WALs (see on_wal_commit).
             if (!d.known || d.free >= 2 * wal_limit_bytes) {
                 return;
             }
-            disk_full = true;
-        }
-        if (d.known && d.free >= 2 * wal_limit_bytes) {
-            disk_full = false;
-            return;
+            room += free_pages_bytes();
+            if (room >= 2 * wal_limit_bytes) {
+                return;
+            }
         }
         throw StorageError("adding a message to the outbox: the disk is full (" +
-                               std::to_string(d.free) + " bytes free, under the " +
+                               std::to_string(room) + " bytes free, under the " +
                                std::to_string(2 * wal_limit_bytes) +
                                " kept for the WAL's checkpoint); nothing was stored, and "
                                "the dispatcher can still deliver and free space",
                            true, SQLITE_FULL);
+    }
+
+    // The bytes of the pages free inside the file (header reads on the app's connection).
+    std::uint64_t free_pages_bytes() {
+        try {
+            return std::stoull(detail::pragma_value(db, "freelist_count")) *
+                   std::stoull(detail::pragma_value(db, "page_size"));
+        } catch (const std::exception&) {
+            return 0;  // unknown: the partition's free space alone decides
+        }
     }
 
     // What must go before an add() fits: records and payload bytes (0 and 0 while it fits).

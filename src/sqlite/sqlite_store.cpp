@@ -99,11 +99,6 @@ struct SqliteStore::Impl {
           newest_id(db, "SELECT seq FROM sqlite_sequence WHERE name = 'outpost_records'"),
           requeues(db, "SELECT value FROM outpost_meta WHERE name = 'requeues'") {
         try {
-            refuse_damaged();
-        } catch (const SQLite::Exception& e) {
-            detail::rethrow_sqlite(e, "reading the outbox records before writing to the file");
-        }
-        try {
             setup_space(o);
         } catch (const SQLite::Exception& e) {
             detail::rethrow_sqlite(e, "configuring the store's connection");
@@ -111,12 +106,14 @@ struct SqliteStore::Impl {
     }
 
     // A damaged records table is refused (StorageError, SQLITE_CORRUPT) before this connection
-    // writes anything (a vacuum, the lease, marks): outpost never writes into a damaged file.
-    // One pass over the table's rows, as the dispatcher's first step makes anyway (its check
-    // for a clock step reads every pending record); it reads a column stored before the
-    // payload, so no overflow page of a large payload is read.
+    // writes anything (a migration, the WAL switch, a vacuum, the lease, marks): outpost never
+    // writes into a damaged file. One pass over the table's rows that decodes each record's
+    // header up to `state` (max(), not count(*): SQLite answers count(*) of a NOT NULL column
+    // from the b-tree alone, without decoding a cell, and a damaged cell passed). `state` is
+    // stored before the payload, so no overflow page of a large payload is read. Cost: one
+    // read of the table at open, about 33 MB per 100,000 records of 200 B.
     void refuse_damaged() {
-        SQLite::Statement q(db, "SELECT count(*) FROM outpost_records WHERE state IS NOT NULL");
+        SQLite::Statement q(db, "SELECT max(state) FROM outpost_records");
         q.executeStep();
     }
 
@@ -149,6 +146,11 @@ struct SqliteStore::Impl {
         if (version == 0) {
             throw SchemaError("'" + path +
                               "' holds no outpost tables (an Outbox creates them on first use)");
+        }
+        try {
+            refuse_damaged();
+        } catch (const SQLite::Exception& e) {
+            detail::rethrow_sqlite(e, "reading the outbox records before writing to the file");
         }
         if (version < kSchemaVersion) {
             detail::migrate(db);

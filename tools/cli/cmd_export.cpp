@@ -22,7 +22,10 @@ struct ExportArgs {
 };
 
 int run_export(const Common& common, const ExportArgs& args) {
-    Admin admin = open_admin(common, true);
+    AdminOptions options = admin_options(common, true);
+    // A rescue reads what SQLite can still read of a damaged file (truncated, a bad schema entry).
+    options.lenient = args.skip_unreadable;
+    Admin admin(common.db, options);
     RecordFilter filter;
     filter.state = state_filter(args.state);
     filter.skip_unreadable = args.skip_unreadable;

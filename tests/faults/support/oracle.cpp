@@ -66,6 +66,9 @@ Event add_event(SQLite::Database& db, Outbox& outbox, const std::string& key, bo
     next.bind(1, key);
     next.executeStep();
     Event e{uid, key, next.getColumn(0).getInt64()};
+    // Reset before the writes: a statement left active until the commit makes every checkpoint
+    // on this connection fail with SQLITE_LOCKED, and the WAL never starts over.
+    next.reset();
     SQLite::Statement row(db, "INSERT INTO app_events (uid, key, seq) VALUES (?, ?, ?)");
     row.bind(1, e.uid);
     row.bind(2, e.key);

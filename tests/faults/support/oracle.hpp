@@ -59,7 +59,8 @@ struct Event {
 // The business table, created by the app (not by outpost) on its own connection.
 inline constexpr const char* kAppSchema =
     "CREATE TABLE IF NOT EXISTS app_events (uid TEXT PRIMARY KEY NOT NULL, key TEXT NOT NULL, "
-    "seq INTEGER NOT NULL)";
+    "seq INTEGER NOT NULL); "
+    "CREATE INDEX IF NOT EXISTS app_events_key ON app_events (key, seq)";
 inline constexpr const char* kTopicPrefix = "faults/";  // topic = faults/<key>
 
 // In one SQLite transaction on `db`: the business row, then outbox.add() of its message; commits
