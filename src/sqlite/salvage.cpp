@@ -74,6 +74,11 @@ std::size_t Admin::salvage(const RecordFilter& filter, std::int64_t after, std::
     std::size_t visited = 0;
     std::size_t skipped = 0;
     SQLite::Statement q(*impl_->db, detail::filter_sql(filter, true));
+    // The next id stored after one that is cleanly absent: a gap in the ids costs one seek, not
+    // a lookup per missing id (a damaged or hand-edited file may hold id 10^12 after a few
+    // hundred records, and the walk up to it would never end).
+    SQLite::Statement next(*impl_->db,
+                           "SELECT id FROM outpost_records WHERE id > ? ORDER BY id LIMIT 1");
     for (std::int64_t id = after + 1; id > after && id <= last; ++id) {
         if (id > max_id && (table_max_ok || clean_run >= kCleanRun || failed_run >= kFailedRun)) {
             break;
@@ -114,6 +119,19 @@ std::size_t Admin::salvage(const RecordFilter& filter, std::int64_t after, std::
             if (!visit(*r)) {
                 break;
             }
+            continue;
+        }
+        try {
+            next.reset();
+            next.bind(1, id);
+            if (next.executeStep()) {
+                id = std::max(id, next.getColumn(0).getInt64() - 1);  // ++id lands on it
+            } else if (table_max_ok) {
+                break;  // nothing stored beyond: the rest of the walk finds nothing
+            }
+            next.reset();
+        } catch (const SQLite::Exception&) {
+            (void)next.tryReset();  // a damaged page on the way: go on id by id
         }
     }
     if (!table_max_ok) {
