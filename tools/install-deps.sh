@@ -8,6 +8,7 @@ packages=(
   libssl-dev openssl libsqlite3-dev sqlite3 libsqlitecpp-dev
   libpaho-mqtt-dev libpaho-mqttpp-dev libcli11-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev mosquitto mosquitto-clients
+  iproute2 iptables
 )
 
 missing=()

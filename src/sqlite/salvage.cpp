@@ -6,6 +6,7 @@
 #include <sqlite3.h>
 
 #include <algorithm>
+#include <limits>
 #include <optional>
 #include <string>
 
@@ -79,7 +80,11 @@ std::size_t Admin::salvage(const RecordFilter& filter, std::int64_t after, std::
     // hundred records, and the walk up to it would never end).
     SQLite::Statement next(*impl_->db,
                            "SELECT id FROM outpost_records WHERE id > ? ORDER BY id LIMIT 1");
-    for (std::int64_t id = after + 1; id > after && id <= last; ++id) {
+    // The step never overflows: after the largest id there is (a damaged file can hold it) the
+    // walk ends, by stepping back to `after`.
+    constexpr std::int64_t kLargestId = std::numeric_limits<std::int64_t>::max();
+    for (std::int64_t id = after + 1; id > after && id <= last;
+         id = id == kLargestId ? after : id + 1) {
         if (id > max_id && (table_max_ok || clean_run >= kCleanRun || failed_run >= kFailedRun)) {
             break;
         }
