@@ -205,7 +205,8 @@ Admin::Admin(const std::string& path, AdminOptions options) : impl_(std::make_un
     }
     impl_->path = path;
     impl_->options = options;
-    impl_->db = detail::open_database(path, options.read_only, options.busy_timeout, options.lenient);
+    impl_->db =
+        detail::open_database(path, options.read_only, options.busy_timeout, options.lenient);
     impl_->version = detail::check_schema(*impl_->db);
     if (impl_->version == 0) {
         throw SchemaError(path + " holds no outpost tables: not an outbox database");

@@ -46,8 +46,7 @@ TEST_F(CliCommands, CheckOfAFileWithADamagedSchemaEntryIsNotClean) {
     EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
     EXPECT_TRUE(one_error_line(r, "malformed database schema"));
     r = run_outpost({"export", "--db", db(), "--skip-unreadable"});
-    EXPECT_EQ(static_cast<std::size_t>(std::count(r.out.begin(), r.out.end(), '\n')),
-              ids_.size())
+    EXPECT_EQ(static_cast<std::size_t>(std::count(r.out.begin(), r.out.end(), '\n')), ids_.size())
         << r.err;
 }
 

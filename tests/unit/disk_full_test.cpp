@@ -4,12 +4,7 @@
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <gtest/gtest.h>
 #include <sqlite3.h>
-#include <sys/mount.h>
-#include <sys/statvfs.h>
-#include <unistd.h>
 
-#include <cerrno>
-#include <cstring>
 #include <filesystem>
 #include <set>
 #include <string>
@@ -17,6 +12,7 @@
 #include "fake_broker.hpp"
 #include "outpost/outpost.hpp"
 #include "testkit/temp_dir.hpp"
+#include "testkit/tmpfs.hpp"
 
 using namespace std::chrono_literals;
 using namespace outpost;
@@ -24,55 +20,6 @@ using outpost::testing::FakeBroker;
 using outpost::testing::TempDir;
 
 namespace {
-
-// A tmpfs of `bytes` mounted on a fresh directory; unmounted (lazily, so an open file cannot
-// keep it) when the object goes, whatever happened in between.
-class SmallPartition {
-  public:
-    explicit SmallPartition(std::uint64_t bytes) : dir_(base_.file("mnt")) {
-        std::filesystem::create_directory(dir_);
-        const std::string opts = "size=" + std::to_string(bytes) + ",mode=0700";
-        if (::mount("tmpfs", dir_.c_str(), "tmpfs", 0, opts.c_str()) != 0) {
-            error_ = std::string("mount -t tmpfs -o ") + opts + " " + dir_ +
-                     " failed: " + std::strerror(errno);
-            return;
-        }
-        mounted_ = true;
-    }
-    ~SmallPartition() {
-        if (mounted_) {
-            ::umount2(dir_.c_str(), MNT_DETACH);
-        }
-    }
-    SmallPartition(const SmallPartition&) = delete;
-    SmallPartition& operator=(const SmallPartition&) = delete;
-
-    bool mounted() const { return mounted_; }
-    const std::string& error() const { return error_; }
-    std::string file(const std::string& name) const { return dir_ + "/" + name; }
-    // Bytes free on the partition, as statvfs says.
-    std::uint64_t free_bytes() const {
-        struct statvfs st {};
-        if (::statvfs(dir_.c_str(), &st) != 0) {
-            return 0;
-        }
-        return static_cast<std::uint64_t>(st.f_bavail) * st.f_frsize;
-    }
-    // What the directory holds, for failure messages.
-    std::string listing() const {
-        std::string out;
-        for (const auto& e : std::filesystem::directory_iterator(dir_)) {
-            out += e.path().filename().string() + " " + std::to_string(e.file_size()) + " B; ";
-        }
-        return out + "free " + std::to_string(free_bytes()) + " B";
-    }
-
-  private:
-    TempDir base_;
-    std::string dir_;
-    bool mounted_ = false;
-    std::string error_;
-};
 
 bool is_disk_full(int code) {
     return (code & 0xff) == SQLITE_FULL;
@@ -103,7 +50,7 @@ TEST(DiskFull, AFullPartitionDrainsEverythingAndTheSpaceComesBack) {
         FAIL() << "this test mounts a 3 MB tmpfs and needs root (CI runs the tests as root); "
                   "run it as root";
     }
-    SmallPartition part(3 << 20);
+    outpost::testing::Tmpfs part(3 << 20);
     ASSERT_TRUE(part.mounted()) << part.error();
     const std::string path = part.file("app.db");
     const std::uint64_t free_at_start = part.free_bytes();

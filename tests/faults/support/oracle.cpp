@@ -27,8 +27,8 @@ std::uint64_t scenario_seed(const std::string& name) {
         seed = std::random_device{}();
         seed = (seed << 32) ^ std::random_device{}();
     }
-    std::cout << "scenario " << name << ": seed " << seed << " (replay with OUTPOST_FAULT_SEED="
-              << seed << ")" << std::endl;
+    std::cout << "scenario " << name << ": seed " << seed
+              << " (replay with OUTPOST_FAULT_SEED=" << seed << ")" << std::endl;
     return seed;
 }
 

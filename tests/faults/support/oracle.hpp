@@ -88,7 +88,9 @@ struct Tally {
     std::size_t stuck = 0;
     std::vector<std::string> examples;  // the first few violations, for the failure message
 
-    bool sound() const { return lost == 0 && rolled_back_sent == 0 && reordered == 0 && stuck == 0; }
+    bool sound() const {
+        return lost == 0 && rolled_back_sent == 0 && reordered == 0 && stuck == 0;
+    }
     // "scenario NAME: committed N, lost 0, rolled-back sent 0, duplicated D, reordered 0, stuck 0"
     std::string line(const std::string& name) const;
 };
