@@ -144,6 +144,24 @@ class EndToEnd : public ::testing::Test {
         return o;
     }
 
+    // Waits until the subscriber holds `n` distinct outpost-ids, for as long as messages keep
+    // arriving: fails once 30 s pass without a new one, naming the count. A stall is a failure;
+    // a slow reader is not. (A fixed 60 s wait after a finished 100,000-record drain failed once
+    // under ASan next to another test, without saying how many had arrived.)
+    ::testing::AssertionResult all_arrive(std::size_t n) {
+        std::size_t last = sub_->count();
+        while (!sub_->wait_for_distinct("outpost-id", n, 30s)) {
+            const std::size_t now = sub_->count();
+            if (now == last) {
+                return ::testing::AssertionFailure()
+                       << "arrivals stopped at " << now << " messages, " << n
+                       << " distinct outpost-ids expected";
+            }
+            last = now;
+        }
+        return ::testing::AssertionSuccess();
+    }
+
     DispatcherOptions dispatcher_options() {
         DispatcherOptions o;
         o.window = 100;
@@ -486,7 +504,7 @@ TEST_F(EndToEnd, HundredThousandAddedOfflineDrainInOrderWhenTheBrokerAppears) {
 
     bring_back(mark);
     ASSERT_TRUE(dispatcher_->drain(240s)) << dispatcher_->stats().last_error;
-    ASSERT_TRUE(sub_->wait_for_distinct("outpost-id", kTotal, 60s));
+    ASSERT_TRUE(all_arrive(kTotal));
     expect_subscriber_was_first();
     // No ordering key: one connection, no outage during the drain, so first arrivals follow
     // commit order.
