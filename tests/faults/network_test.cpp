@@ -570,20 +570,20 @@ TEST_F(Network, BlackholedRouteIsNoticedAndNothingIsLost) {
 // iptables DROP both ways in B: the app's packets vanish and nothing comes back, no RST, no
 // FIN (mosquitto's own keepalive closes its side, unseen): the half-open connection that only
 // the client's keepalive can find.
+void drop_both_ways(NetPair& n) {
+    n.iptables_b("-A INPUT -i veth-b -j DROP");
+    n.iptables_b("-A OUTPUT -o veth-b -j DROP");
+}
+void allow_both_ways(NetPair& n) {
+    n.iptables_b("-D INPUT -i veth-b -j DROP");
+    n.iptables_b("-D OUTPUT -o veth-b -j DROP");
+}
+
 TEST_F(Network, HalfOpenConnectionIsNoticedWithinTheKeepaliveBound) {
     if (run("command -v iptables").status != 0) {
         GTEST_SKIP() << "iptables is not installed (apt-get install iptables)";
     }
-    outage(
-        "network-half-open",
-        [](NetPair& n) {
-            n.iptables_b("-A INPUT -i veth-b -j DROP");
-            n.iptables_b("-A OUTPUT -o veth-b -j DROP");
-        },
-        [](NetPair& n) {
-            n.iptables_b("-D INPUT -i veth-b -j DROP");
-            n.iptables_b("-D OUTPUT -o veth-b -j DROP");
-        });
+    outage("network-half-open", drop_both_ways, allow_both_ways);
 }
 
 // The same while the app is idle: nothing in flight, so only the client's probe can tell.
@@ -591,17 +591,7 @@ TEST_F(Network, HalfOpenConnectionOfAnIdleAppIsNoticedWithinTheKeepaliveBound) {
     if (run("command -v iptables").status != 0) {
         GTEST_SKIP() << "iptables is not installed (apt-get install iptables)";
     }
-    outage(
-        "network-half-open-idle",
-        [](NetPair& n) {
-            n.iptables_b("-A INPUT -i veth-b -j DROP");
-            n.iptables_b("-A OUTPUT -o veth-b -j DROP");
-        },
-        [](NetPair& n) {
-            n.iptables_b("-D INPUT -i veth-b -j DROP");
-            n.iptables_b("-D OUTPUT -o veth-b -j DROP");
-        },
-        true);
+    outage("network-half-open-idle", drop_both_ways, allow_both_ways, true);
 }
 
 // The link goes down and up every few seconds (random lengths from the seed), shorter and
