@@ -17,7 +17,8 @@ namespace outpost {
 // Something that happened in the dispatcher, for logs and metrics.
 struct DispatchEvent {
     enum class Kind {
-        delivered,        // record acknowledged
+        delivered,        // record acknowledged; detail: the broker's notice, if any (e.g.
+                          // "PUBACK reason 0x10 no matching subscribers")
         retry_scheduled,  // record failed, will be tried again at next_attempt_at
         dead,             // record reached the retry cap
         expired,          // record's ttl passed before delivery
@@ -76,6 +77,11 @@ struct DispatcherOptions {
 struct DispatcherStats {
     std::uint64_t published = 0;  // publishes handed to the broker
     std::uint64_t delivered = 0;
+    // Of those, acknowledged with MQTT 5 PUBACK 0x10 "no matching subscribers": the broker had
+    // no subscriber for them, so nobody received them unless it keeps messages for later ones
+    // (a persistent session's queue counts as a subscriber). Watch it: a nonzero count usually
+    // means the consumer is down or subscribes to other topics.
+    std::uint64_t unrouted = 0;
     std::uint64_t retries = 0;  // failed attempts that were rescheduled
     std::uint64_t dead = 0;
     std::uint64_t expired = 0;

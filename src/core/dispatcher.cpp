@@ -524,6 +524,9 @@ struct Dispatcher::Impl {
             switch (o.kind) {
                 case Outcome::Kind::delivered:
                     ++stats.delivered;
+                    if (!o.error.empty()) {
+                        ++stats.unrouted;
+                    }
                     break;
                 case Outcome::Kind::retry:
                     ++stats.retries;

@@ -692,6 +692,13 @@ struct MqttBroker::Impl {
             finish(seq, mqtt_detail::rejection(reason, ack_name(*qos)));
             return;
         }
+        if (mqtt5() && *qos > 0 && reason == kNoMatchingSubscribers) {
+            // Routed to nobody: delivered as far as the broker goes, reported by the Dispatcher.
+            finish(seq, PublishResult::delivered_with(reason, std::string(ack_name(*qos)) +
+                                                                  " reason 0x10 " +
+                                                                  mqtt_reason_name(reason)));
+            return;
+        }
         finish(seq, PublishResult::delivered_ok());
     }
 
