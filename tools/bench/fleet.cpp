@@ -164,6 +164,7 @@ struct Row {
     std::vector<double> drained_s;      // per device: broker start -> backlog acknowledged
     int peak_100ms = 0;
     int attempt_peak_100ms = 0;
+    double outage_s = 0;        // measured: kill() returned until start() was called
     double broker_start_s = 0;  // how long Mosquitto::start() took (spawn until it accepts TCP)
     long mosquitto_cpu_ms = 0;
     std::vector<std::string> summaries;
@@ -278,7 +279,9 @@ Row run_fleet(const Config& c, double jitter, const std::string& dir) {
                         const std::size_t d = i * static_cast<std::size_t>(per_process) +
                                               static_cast<std::size_t>(dev);
                         if (word == "fail") {
-                            last_failed[d] = t;
+                            if (t_start == 0 || t < t_start) {  // the schedule while down
+                                last_failed[d] = t;
+                            }
                         } else if (t_start != 0 && winning[d] < 0) {
                             winning[d] = static_cast<double>(t - t_start) / 1e9;
                         }
@@ -310,6 +313,7 @@ Row run_fleet(const Config& c, double jitter, const std::string& dir) {
         pump(all(&Child::added), 60s, "the backlogs");
         std::this_thread::sleep_until(lost + outage(c));
         t_start = now_ns();
+        row.outage_s = std::chrono::duration<double>(Clock::now() - lost).count();
         broker.start();
         row.broker_start_s = static_cast<double>(now_ns() - t_start) / 1e9;
         pump(
@@ -346,7 +350,12 @@ Row run_fleet(const Config& c, double jitter, const std::string& dir) {
         }
     }
     for (std::int64_t f : last_failed) {
-        row.last_failed_s.push_back(static_cast<double>(f - t_start) / 1e9);
+        if (f != 0) {
+            row.last_failed_s.push_back(static_cast<double>(f - t_start) / 1e9);
+        }
+    }
+    if (row.last_failed_s.empty()) {
+        row.last_failed_s.push_back(0);
     }
     row.attempt_s = winning;
     row.connect_s = first_connect;
@@ -497,14 +506,13 @@ void fleet_scenarios(const Config& c, std::vector<Result>& out) {
         char note[1024];
         std::snprintf(
             note, sizeof note,
-            "%d devices (%d processes x %d), %d records each added during a %.0f s outage, "
+            "%d devices (%d processes x %d), %d records each added during a %.1f s outage, "
             "backoff %lld ms..%lld s, jitter %.1f. From broker start (up in %.2f s), min / "
             "median / p90 / max: the winning connect attempt began %s s (peak %d in 100 ms), "
             "connected %s s (peak %d in 100 ms), drained %s s. Last failed attempts within "
             "%.2f s of each other. %ld failed connects; CPU %.1f s in all children, mosquitto "
             "%.1f s; peak RSS %ld MiB and %ld threads per child of %d, %ld MiB in all",
-            kDevices, c.fleet_processes, kDevices / c.fleet_processes, kRecords,
-            std::chrono::duration<double>(outage(c)).count(),
+            kDevices, c.fleet_processes, kDevices / c.fleet_processes, kRecords, row.outage_s,
             static_cast<long long>(kInitial.count()), static_cast<long long>(cap(c).count() / 1000),
             jitter, row.broker_start_s, spread(row.attempt_s).c_str(), row.attempt_peak_100ms,
             spread(row.connect_s).c_str(), row.peak_100ms, spread(row.drained_s).c_str(),
