@@ -93,7 +93,7 @@ int thread_count() {
     return n;
 }
 
-// MqttBroker, telling when each connect attempt began (the moment the device's SYN leaves:
+// MqttBroker, telling when each connect() call began (about when the device's SYN leaves:
 // what the broker sees) apart from when it succeeded (the `connected` event, which also holds
 // paho's time to complete the handshake inside a process of 50 clients).
 class TimedBroker final : public MessageBroker {
@@ -508,7 +508,7 @@ void fleet_scenarios(const Config& c, std::vector<Result>& out) {
             note, sizeof note,
             "%d devices (%d processes x %d), %d records each added during a %.1f s outage, "
             "backoff %lld ms..%lld s, jitter %.1f. From broker start (up in %.2f s), min / "
-            "median / p90 / max: the winning connect attempt began %s s (peak %d in 100 ms), "
+            "median / p90 / max: the winning connect() call began %s s (peak %d in 100 ms), "
             "connected %s s (peak %d in 100 ms), drained %s s. Last failed attempts within "
             "%.2f s of each other. %ld failed connects; CPU %.1f s in all children, mosquitto "
             "%.1f s; peak RSS %ld MiB and %ld threads per child of %d, %ld MiB in all",
