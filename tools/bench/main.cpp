@@ -150,9 +150,10 @@ int main(int argc, char** argv) {
                 "and baseline/outpost for times and memory: higher is better.\n\n"
                 "For profiling: --prefill DB N makes a backlog of N records; --drain-child DB "
                 "URI N [ID]\ndrains it with the dispatcher and prints '<msg/s> <peak RSS KiB>' "
-                "(ID: the id property's\nname, default none).\n--fleet-processes N: the fleet "
-                "group's 200 "
-                "devices in N processes (default 4; N divides 200).\n");
+                "(ID: the id property's\nname, default none).\n\nThe fleet group: "
+                "--fleet-processes N spreads its 200 devices over N processes\n(default 200: "
+                "one each; N divides 200); --fleet-outage S sets the broker outage in\nseconds "
+                "(default 20, 10 with --quick).\n");
             return 0;
         } else {
             std::fprintf(stderr, "outpost-bench: unknown argument '%s' (try --help)\n", a.c_str());
