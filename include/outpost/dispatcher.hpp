@@ -55,9 +55,17 @@ struct DispatcherOptions {
     // How often to look for records committed by other processes (PRAGMA data_version). Records
     // added in this process wake the dispatcher at once. Default 500 ms.
     std::chrono::milliseconds poll_interval{500};
-    // Reconnect backoff: from initial to max, doubling, with jitter. Defaults 500 ms and 60 s.
+    // Reconnect backoff: from initial to max, doubling, with reconnect_jitter. Defaults 500 ms
+    // and 60 s.
     std::chrono::milliseconds reconnect_initial{500};
     std::chrono::milliseconds reconnect_max{std::chrono::seconds(60)};
+    // How much of each reconnect delay a random draw may take away: the delay is scaled by
+    // 1 - reconnect_jitter x u, u uniform in [0, 1] and drawn per dispatcher. Default 0.5 (each
+    // wait falls in the upper half of the backoff step); within [0, 1]. A fleet that lost the
+    // same broker at the same instant would otherwise retry in lockstep and reach it, when it
+    // comes back, all in the same moment; the random share lets every device drift off that
+    // common schedule. 0 only for tests and single devices that want the exact delays.
+    double reconnect_jitter = 0.5;
     // The time allowed for one connect attempt. Default 10 s.
     std::chrono::milliseconds connect_timeout{std::chrono::seconds(10)};
     // Keep delivered records this long (then purge them). 0 = delete on acknowledgement.
