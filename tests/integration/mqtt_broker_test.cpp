@@ -89,6 +89,33 @@ TEST_P(MqttBrokerVersions, RetainFlagIsKept) {
 INSTANTIATE_TEST_SUITE_P(Versions, MqttBrokerVersions,
                          ::testing::Values(MqttVersion::v3_1_1, MqttVersion::v5), version_name);
 
+// mosquitto 2.0 acknowledges an MQTT 5 publish no subscription matches with PUBACK 0x10 (its log
+// says "Sending PUBACK ... rc16"), as EMQX does. That is a success: delivered. paho-mqtt-cpp
+// 1.2.0 with paho-c 1.3.12 (Debian 12) reports every successful acknowledgement with reason 0,
+// so the notice (and DispatcherStats::unrouted) needs a paho that hands the code over; both
+// cases are checked for what they must give.
+TEST(MqttBroker, APubackWithNoMatchingSubscribersIsDelivered) {
+    MosquittoOptions verbose;
+    verbose.extra_config = "log_type all\n";
+    Mosquitto mosq(verbose);
+    MqttBroker broker(options_for(mosq.uri()));
+    broker.connect(5s);
+    Results results;
+    broker.publish(make_record(1, "nobody/listens", "lost in space"), results.callback_for(1));
+    ASSERT_TRUE(results.wait_for(1, 10s));
+    const PublishResult alone = results.get(1);
+    EXPECT_EQ(alone.status, PublishResult::Status::delivered) << alone.reason;
+    ASSERT_TRUE(testing::eventually([&] { return mosq.log_contains("rc16)"); }, 5s))
+        << "mosquitto did not answer 0x10: " << mosq.log();
+    if (alone.reason_code == 0) {
+        EXPECT_EQ(alone.reason, "");
+        std::cout << "paho reported the PUBACK 0x10 as reason 0 (not passed up)\n";
+    } else {
+        EXPECT_EQ(alone.reason_code, kNoMatchingSubscribers);
+        EXPECT_EQ(alone.reason, "PUBACK reason 0x10 no matching subscribers");
+    }
+}
+
 TEST(MqttBroker, Mqtt5PropertiesArrive) {
     Mosquitto mosq;
     Subscriber sub(mosq.uri(), "props/#", 1, 5);

@@ -33,6 +33,15 @@ class FakeBroker final : public MessageBroker {
             script_.push_back(PublishResult::rejected_with(code, reason, permanent));
         }
     }
+    // The next `n` publishes are acknowledged with MQTT 5's PUBACK 0x10 "no matching
+    // subscribers" (delivered, with the notice).
+    void unroute_next(int n) {
+        std::lock_guard lock(mutex_);
+        for (int i = 0; i < n; ++i) {
+            script_.push_back(PublishResult::delivered_with(
+                kNoMatchingSubscribers, "PUBACK reason 0x10 no matching subscribers"));
+        }
+    }
     // Publishes to `topic` are always rejected (a topic the broker's ACL denies).
     void deny_topic(std::string topic) {
         std::lock_guard lock(mutex_);

@@ -94,6 +94,31 @@ TEST_F(DispatcherTest, ARejectionCountsAsAnAttemptAndIsRetriedAfterTheBackoff) {
     EXPECT_EQ(d->stats().retries, 1u);
 }
 
+TEST_F(DispatcherTest, AnAcknowledgementWithNoMatchingSubscribersIsDeliveredAndReported) {
+    const std::int64_t unrouted = add("nobody/listens");
+    const std::int64_t routed = add("somebody/listens");
+    broker_.unroute_next(1);
+    std::vector<DispatchEvent> events;
+    auto o = options();
+    o.on_event = [&](const DispatchEvent& e) { events.push_back(e); };
+    auto d = dispatcher(o);
+    settle(*d);
+    EXPECT_EQ(state_of(unrouted), std::nullopt) << "delivered: nothing to send again";
+    EXPECT_EQ(state_of(routed), std::nullopt);
+    EXPECT_EQ(broker_.published(), 2u);
+    EXPECT_EQ(d->stats().delivered, 2u);
+    EXPECT_EQ(d->stats().unrouted, 1u);
+    EXPECT_EQ(d->stats().retries, 0u);
+    std::map<std::int64_t, std::string> detail;
+    for (const DispatchEvent& e : events) {
+        if (e.kind == DispatchEvent::Kind::delivered) {
+            detail[e.record_id] = e.detail;
+        }
+    }
+    EXPECT_EQ(detail[unrouted], "PUBACK reason 0x10 no matching subscribers");
+    EXPECT_EQ(detail[routed], "");
+}
+
 TEST_F(DispatcherTest, ReachingTheRetryCapMakesARecordDeadUntilRequeued) {
     const std::int64_t id = add("denied");
     broker_.reject_next(3, "PUBACK reason 0x87 not authorized", true, 0x87);
