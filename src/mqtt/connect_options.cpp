@@ -103,7 +103,7 @@ mqtt::create_options create_options_for(MqttVersion version) {
 }
 
 mqtt::connect_options connect_options_for(const MqttOptions& options, MqttVersion version,
-                                          milliseconds timeout) {
+                                          const std::string& server, milliseconds share) {
     mqtt::connect_options c;
     c.set_mqtt_version(static_cast<int>(version));
     // paho rejects the flag of the other version (-16), so each version gets its own.
@@ -116,14 +116,12 @@ mqtt::connect_options connect_options_for(const MqttOptions& options, MqttVersio
     c.set_automatic_reconnect(false);
     c.set_max_inflight(kMaxInflight);
 
-    // paho's timeout is per server, in whole seconds, and checked about once a second; ours
-    // is for the whole list. Rounding down lets paho give up on its own near our deadline
-    // in the common case; when it cannot (under 1 s a server), our deadline wins.
-    const auto n = static_cast<milliseconds::rep>(options.servers.size());
-    const milliseconds share = std::min(options.connect_timeout, timeout / n);
+    // paho's timeout is in whole seconds and checked about once a second. Rounding down lets
+    // paho give up on its own near our deadline in the common case; when it cannot (under 1 s),
+    // our deadline wins.
     c.set_connect_timeout(static_cast<int>(std::max<milliseconds::rep>(1, share.count() / 1000)));
 
-    c.set_servers(std::make_shared<mqtt::string_collection>(options.servers));
+    c.set_servers(std::make_shared<mqtt::string_collection>(std::vector<std::string>{server}));
     if (options.username) {
         c.set_user_name(*options.username);
     }
@@ -163,19 +161,6 @@ void check_tls_files(const MqttOptions& options) {
 }
 
 // paho answers "host:port" for the server it reached; the caller knows it by its URI.
-std::string configured_uri(const MqttOptions& options, const std::string& reached) {
-    if (reached.empty()) {
-        return options.servers.front();
-    }
-    for (const std::string& uri : options.servers) {
-        const auto sep = uri.find("://");
-        if (uri == reached || (sep != std::string::npos && uri.substr(sep + 3) == reached)) {
-            return uri;
-        }
-    }
-    return reached;
-}
-
 // What an MQTT 5 CONNACK announces. paho-c 1.3.12 stops sending once the server's receive
 // maximum is reached and only looks again on its 1 s timer (measured: 20 messages a second
 // against a default mosquitto, whose receive maximum is 20), so MqttBroker keeps the count
@@ -202,23 +187,6 @@ ServerLimits limits_from(const mqtt::properties& props, bool mqtt5) {
         l.retain_available = mqtt::get<std::uint8_t>(props, mqtt::property::RETAIN_AVAILABLE) != 0;
     }
     return l;
-}
-
-std::string tls_failure(const MqttOptions& options, int paho_rc, steady::time_point deadline) {
-    if (paho_rc != -1 || !any_tls(options)) {
-        return "";
-    }
-    for (const std::string& uri : options.servers) {
-        const auto left = std::chrono::duration_cast<milliseconds>(deadline - steady::now());
-        if (!is_tls_uri(uri) || left <= milliseconds(0)) {
-            continue;
-        }
-        std::string text = probe_tls_failure(uri, options.tls, left / 2);
-        if (!text.empty()) {
-            return text;
-        }
-    }
-    return "";
 }
 
 }  // namespace outpost::mqtt_detail

@@ -56,6 +56,7 @@
 #include "outpost/error.hpp"
 #include "publish_ledger.hpp"
 #include "reason_codes.hpp"
+#include "tls_probe.hpp"
 
 namespace outpost {
 
@@ -431,43 +432,128 @@ struct MqttBroker::Impl {
         old.reset();
     }
 
-    // One connect attempt on the current client, in the version it speaks; throws BrokerError.
-    // Returns false instead when the server refused MQTT 5 and the options leave the version
-    // open (see MqttVersion::v5_or_3_1_1): the caller asks again in 3.1.1.
-    bool attempt_connect(steady::time_point deadline, milliseconds timeout,
-                         const std::string& target, std::string& server_uri, ServerLimits& limits) {
-        const auto budget = std::max(
-            milliseconds(1), std::chrono::duration_cast<milliseconds>(deadline - steady::now()));
+    // What one connect attempt to one server came to.
+    struct Attempt {
+        enum class Kind { connected, refused_mqtt5, failed };
+        Kind kind = Kind::failed;
+        ServerLimits limits;               // connected
+        std::optional<BrokerError> error;  // failed: the reason, naming the server
+    };
+
+    // One connect attempt to `uri` on the current client, in the version it speaks, with
+    // `share` for paho's own timeout and `deadline` for ours. refused_mqtt5 when the server does
+    // not speak MQTT 5 (it said so, or it accepted TCP and closed without a CONNACK, as RabbitMQ
+    // 3 does) and the options leave the version open: the caller asks again in 3.1.1.
+    Attempt attempt_connect(const std::string& uri, milliseconds share, steady::time_point deadline,
+                            milliseconds timeout) {
+        Attempt out;
         const mqtt::connect_options copts =
-            mqtt_detail::connect_options_for(options, speaking.load(), budget);
+            mqtt_detail::connect_options_for(options, speaking.load(), uri, share);
+        auto time_left = [&] {
+            return std::max(milliseconds(0),
+                            std::chrono::duration_cast<milliseconds>(deadline - steady::now()));
+        };
         try {
             mqtt::token_ptr tok = client->paho.connect(copts);
-            const auto left =
-                std::max(milliseconds(0),
-                         std::chrono::duration_cast<milliseconds>(deadline - steady::now()));
-            if (!tok->wait_for(left)) {
+            if (!tok->wait_for(time_left())) {
                 client->poisoned = true;
-                throw BrokerError("cannot connect to " + target + ": no answer within " +
-                                      std::to_string(timeout.count()) + " ms",
-                                  true);
+                out.error = BrokerError(
+                    uri + ": no answer within " + std::to_string(timeout.count()) + " ms", true);
+                return out;
             }
-            const mqtt::connect_response response = tok->get_connect_response();
-            server_uri = mqtt_detail::configured_uri(options, response.get_server_uri());
-            limits = mqtt_detail::limits_from(response.get_properties(), mqtt5());
-            return true;
+            out.limits =
+                mqtt_detail::limits_from(tok->get_connect_response().get_properties(), mqtt5());
+            out.kind = Attempt::Kind::connected;
+            return out;
         } catch (const mqtt::exception& e) {
             const int rc = e.get_return_code();
-            if (rc > 0 && mqtt5() && options.version == MqttVersion::v5_or_3_1_1 &&
-                mqtt_detail::refuses_mqtt5(rc)) {
-                return false;
+            const bool open = mqtt5() && options.version == MqttVersion::v5_or_3_1_1;
+            if (rc > 0 && open && mqtt_detail::refuses_mqtt5(rc)) {
+                out.kind = Attempt::Kind::refused_mqtt5;
+                return out;
+            }
+            const std::string tls =
+                rc == MQTTASYNC_FAILURE && mqtt_detail::is_tls_uri(uri)
+                    ? mqtt_detail::probe_tls_failure(uri, options.tls, time_left() / 2)
+                    : "";
+            std::string hint;
+            // paho words a socket closed after its CONNECT like a refused TCP connect (-1);
+            // only a look at the port tells them apart.
+            if (rc == MQTTASYNC_FAILURE && mqtt5() && tls.empty() &&
+                mqtt_detail::accepts_tcp(uri, std::min(milliseconds(500), time_left()))) {
+                if (open) {
+                    out.kind = Attempt::Kind::refused_mqtt5;
+                    return out;
+                }
+                hint =
+                    "; the server accepted TCP and closed the connection without a CONNACK: it "
+                    "may not speak MQTT 5 (RabbitMQ 3 answers so); connect with MQTT 3.1.1, or "
+                    "leave the version open (v5_or_3_1_1) to fall back to it";
             }
             const auto failure =
                 rc > 0 ? mqtt_detail::classify_connack(rc, mqtt5())
-                       : mqtt_detail::classify_connect_error(
-                             rc, e.get_message(), mqtt_detail::tls_failure(options, rc, deadline));
-            throw BrokerError("cannot connect to " + target + ": " + failure.reason,
-                              failure.transient, rc);
+                       : mqtt_detail::classify_connect_error(rc, e.get_message(), tls);
+            out.error = BrokerError(uri + ": " + failure.reason + hint, failure.transient, rc);
+            return out;
         }
+    }
+
+    // Tries options.servers one at a time, in order, each with its share of the time left
+    // (paho's own list would do it, but a reused paho client then reports the first server as
+    // the one reached, whichever it was). On a server that does not speak MQTT 5 and options
+    // that leave the version open, asks that server again in 3.1.1; if that connects, this
+    // broker speaks 3.1.1 from then on. Throws BrokerError naming every server tried: not
+    // transient when any refusal was not (credentials, TLS verification, ...).
+    std::string connect_to_some_server(steady::time_point deadline, milliseconds timeout,
+                                       const std::string& target, ServerLimits& limits) {
+        std::vector<BrokerError> errors;
+        const std::size_t n = options.servers.size();
+        for (std::size_t i = 0; i < n && !(client && client->poisoned); ++i) {
+            const std::string& uri = options.servers[i];
+            const auto left = std::chrono::duration_cast<milliseconds>(deadline - steady::now());
+            if (left <= milliseconds(0)) {
+                break;
+            }
+            const milliseconds share =
+                std::min(options.connect_timeout, left / static_cast<milliseconds::rep>(n - i));
+            Attempt a = attempt_connect(uri, share, deadline, timeout);
+            if (a.kind == Attempt::Kind::refused_mqtt5) {
+                switch_version(MqttVersion::v3_1_1, target);
+                a = attempt_connect(uri, share, deadline, timeout);
+                if (a.kind == Attempt::Kind::connected) {
+                    fell_back = true;
+                } else {
+                    // 3.1.1 did not help either: this server is not the reason to give up 5.
+                    switch_version(MqttVersion::v5, target);
+                }
+            }
+            if (a.kind == Attempt::Kind::connected) {
+                limits = a.limits;
+                return uri;
+            }
+            errors.push_back(a.error ? *a.error
+                                     : BrokerError(uri + ": does not speak MQTT 5 or 3.1.1", true));
+        }
+        std::string why;
+        bool transient = true;
+        int code = 0;
+        for (const BrokerError& e : errors) {
+            why += (why.empty() ? "" : "; ") + std::string(e.what());
+            if (transient && !e.transient()) {
+                transient = false;
+                code = e.code();
+            } else if (transient) {
+                code = e.code();
+            }
+        }
+        if (why.empty()) {
+            why = "no time left for an attempt within " + std::to_string(timeout.count()) + " ms";
+        }
+        // One server: its URI is the target already.
+        if (n == 1 && why.starts_with(options.servers.front() + ": ")) {
+            why.erase(0, options.servers.front().size() + 2);
+        }
+        throw BrokerError("cannot connect to " + target + ": " + why, transient, code);
     }
 
     void connect(milliseconds timeout) {
@@ -498,10 +584,7 @@ struct MqttBroker::Impl {
         std::string server_uri;
         ServerLimits limits;
         try {
-            if (!attempt_connect(deadline, timeout, target, server_uri, limits)) {
-                fall_back_to_3_1_1(target);
-                attempt_connect(deadline, timeout, target, server_uri, limits);
-            }
+            server_uri = connect_to_some_server(deadline, timeout, target, limits);
         } catch (const BrokerError&) {
             // Offline, a paho client costs CPU for nothing: its receive thread polls ten times a
             // second and its send thread once. Without any client paho stops both threads, and
@@ -539,19 +622,17 @@ struct MqttBroker::Impl {
                          (fell_back ? " (MQTT 3.1.1: the server refused MQTT 5)" : ""));
     }
 
-    // The server answered MQTT 5 with "unacceptable protocol version": from now on this broker
-    // speaks 3.1.1, on a new paho client (paho ties a client to the version it was made with).
-    void fall_back_to_3_1_1(const std::string& target) {
-        if (options.password && !options.username) {
+    // Makes the paho client anew for `version` (paho ties a client to the version it was made
+    // with). To 3.1.1 only for a server that did not speak MQTT 5.
+    void switch_version(MqttVersion version, const std::string& target) {
+        if (version == MqttVersion::v3_1_1 && options.password && !options.username) {
             throw BrokerError("cannot connect to " + target +
-                                  ": the server does not speak MQTT 5 (it answered "
-                                  "\"unacceptable protocol version\"), and MQTT 3.1.1 forbids a "
+                                  ": the server does not speak MQTT 5, and MQTT 3.1.1 forbids a "
                                   "password without a user name: set a user name",
                               false, 1);
         }
         destroy_client(milliseconds(0));
-        speaking.store(MqttVersion::v3_1_1);
-        fell_back = true;
+        speaking.store(version);
         make_client();
     }
 

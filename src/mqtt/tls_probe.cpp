@@ -31,7 +31,8 @@ struct HostPort {
     std::string port;
 };
 
-// "ssl://host:port" (also mqtts://, wss://, [v6]:port); std::nullopt for anything else.
+// "ssl://host:port" (any scheme, [v6]:port; the port defaults by scheme); std::nullopt for
+// anything without "://".
 std::optional<HostPort> split_uri(const std::string& uri) {
     const auto scheme = uri.find("://");
     if (scheme == std::string::npos) {
@@ -62,7 +63,11 @@ std::optional<HostPort> split_uri(const std::string& uri) {
         }
     }
     if (hp.port.empty()) {
-        hp.port = "8883";
+        const std::string scheme_name = uri.substr(0, scheme);
+        hp.port = scheme_name == "tcp" || scheme_name == "mqtt" ? "1883"
+                  : scheme_name == "ws"                         ? "80"
+                  : scheme_name == "wss"                        ? "443"
+                                                                : "8883";
     }
     return hp;
 }
@@ -182,6 +187,19 @@ std::string probe_tls_failure(const std::string& uri, const MqttTls& tls,
     }
     ::close(fd);
     return problem;
+}
+
+bool accepts_tcp(const std::string& uri, std::chrono::milliseconds timeout) {
+    const auto hp = split_uri(uri);
+    if (!hp || timeout <= std::chrono::milliseconds(0)) {
+        return false;
+    }
+    const int fd = tcp_connect(*hp, timeout);
+    if (fd < 0) {
+        return false;
+    }
+    ::close(fd);
+    return true;
 }
 
 }  // namespace outpost::mqtt_detail

@@ -1,4 +1,5 @@
-// Private: what OpenSSL says about a TLS server that paho failed to connect to.
+// Private: what OpenSSL says about a TLS server that paho failed to connect to, and whether a
+// server accepts TCP at all (paho words both failures alike).
 #pragma once
 
 #include <chrono>
@@ -15,5 +16,9 @@ namespace outpost::mqtt_detail {
 // 2 x `timeout`.
 std::string probe_tls_failure(const std::string& uri, const MqttTls& tls,
                               std::chrono::milliseconds timeout);
+
+// Whether the host and port of `uri` (any scheme; tcp/mqtt default 1883, ssl/mqtts 8883, ws 80,
+// wss 443) accept a TCP connection within `timeout`. Closes it at once.
+bool accepts_tcp(const std::string& uri, std::chrono::milliseconds timeout);
 
 }  // namespace outpost::mqtt_detail

@@ -144,6 +144,8 @@ TEST_F(CliSync, JsonLinesProgressAndResult) {
     EXPECT_EQ(lines.back()["result"], "drained");
     EXPECT_EQ(lines.back()["delivered"], 50);
     EXPECT_EQ(lines.back()["pending"], 0);
+    EXPECT_EQ(lines.back()["mqtt_version"], 4);
+    EXPECT_TRUE(lines.back().contains("unrouted")) << lines.back().dump();
 }
 
 TEST_F(CliSync, ProgressBarShowsCountRateAndEta) {
@@ -257,6 +259,9 @@ TEST_F(CliSync, BadCredentialsFailAtOnceAndTheSecretIsNeverPrinted) {
                      "--password-file", dir_.file("wrong.pass"), "--timeout", "30s"});
     EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
     EXPECT_TRUE(one_error_line(r, "cannot connect"));
+    const auto first = r.err.find("cannot connect to");
+    EXPECT_EQ(r.err.find("cannot connect to", first + 1), std::string::npos)
+        << "the servers are named once: " << r.err;
     EXPECT_EQ(r.err.find("wrong-secret-0815"), std::string::npos);
     EXPECT_EQ(r.out.find("wrong-secret-0815"), std::string::npos);
     EXPECT_EQ(counts().pending, 3u);

@@ -103,6 +103,29 @@ TEST(MqttBroker, FailoverTakesTheNextServer) {
     EXPECT_EQ(broker.server(), mosq.uri());
 }
 
+// The reconnect after a loss reuses the paho client; paho then reported the first server of the
+// list as reached, whichever it was (found by the RabbitMQ cluster failover test).
+TEST(MqttBroker, AReconnectAfterALossNamesTheServerItReached) {
+    Mosquitto first;
+    Mosquitto second;
+    MqttOptions o = options_for(first.uri());
+    o.servers.push_back(second.uri());
+    MqttBroker broker(o);
+    ConnectionLog log;
+    broker.set_connection_handler(log.handler());
+    broker.connect(5s);
+    EXPECT_EQ(broker.server(), first.uri());
+    const std::size_t before = log.size();
+    first.kill();
+    ASSERT_TRUE(log.wait_for(false, 10s, before).has_value());
+    broker.connect(10s);
+    ASSERT_TRUE(broker.connected());
+    EXPECT_EQ(broker.server(), second.uri());
+    const auto up = log.wait_for(true, 2s, before);
+    ASSERT_TRUE(up.has_value());
+    EXPECT_EQ(*up, "connected to " + second.uri());
+}
+
 TEST(MqttBroker, PublishWhileDisconnectedCompletesAtOnceWithConnectionLost) {
     Mosquitto mosq;
     Results results;

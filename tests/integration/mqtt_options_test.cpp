@@ -32,7 +32,7 @@ void expect_invalid(const MqttOptions& o, const std::string& field) {
 TEST(MqttOptions, DefaultsWithServerAndClientIdAreValid) {
     MqttOptions o = valid();
     EXPECT_NO_THROW(o.validate());
-    EXPECT_EQ(o.version, MqttVersion::v5);
+    EXPECT_EQ(o.version, MqttVersion::v5_or_3_1_1);
     EXPECT_TRUE(o.clean_start);
     EXPECT_FALSE(o.tls.insecure);
     EXPECT_EQ(o.keepalive, std::chrono::seconds(30));
@@ -77,6 +77,18 @@ TEST(MqttOptions, EachRuleNamesItsField) {
         o.version = MqttVersion::v3_1_1;
         o.password = "secret";
         expect_invalid(o, "password");
+    }
+    {
+        // MQTT 5 allows it; a fallback to 3.1.1 would not (connect() says so then).
+        MqttOptions o = valid();
+        o.version = MqttVersion::v5_or_3_1_1;
+        o.password = "secret";
+        EXPECT_NO_THROW(o.validate());
+    }
+    {
+        MqttOptions o = valid();
+        o.version = static_cast<MqttVersion>(3);  // MQTT 3.1: not supported
+        expect_invalid(o, "version");
     }
     {
         MqttOptions o = valid();

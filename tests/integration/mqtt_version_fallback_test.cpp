@@ -3,7 +3,8 @@
 //
 // The server is a real mosquitto behind a gate of the test's own: the gate reads each client's
 // CONNECT, answers one with protocol level 5 the way a 3.1.1-only server does (the 3.1.1 return
-// code 1, as aedes and RabbitMQ answer, or the MQTT 5 reason 0x84) and closes; a CONNECT of
+// code 1, as aedes answers, or the MQTT 5 reason 0x84, or no answer at all, as RabbitMQ 3) and
+// closes; a CONNECT of
 // level 4 is passed to mosquitto and the bytes are spliced both ways. The gate logs the level of
 // every CONNECT it saw, so the tests check what went over the wire, not what the broker says.
 // What arrives is judged by a mosquitto_sub (MQTT 5) on mosquitto itself: on 3.1.1 the
@@ -44,6 +45,7 @@ using testing::Subscriber;
 enum class Refusal {
     return_code_1,  // 20 02 00 01: an MQTT 3.1.1 CONNACK, "unacceptable protocol version"
     reason_0x84,    // 20 03 00 84 00: an MQTT 5 CONNACK, "unsupported protocol version"
+    close,          // no CONNACK: the socket is closed after the CONNECT, as RabbitMQ 3 does
 };
 
 class ProtocolGate {
@@ -153,6 +155,10 @@ class ProtocolGate {
             std::lock_guard lock(mutex_);
             levels_.push_back(level);
         }
+        if (level != 4 && refusal_ == Refusal::close) {
+            ::close(client);
+            return;
+        }
         if (level != 4) {
             const std::string connack = refusal_ == Refusal::return_code_1
                                             ? std::string("\x20\x02\x00\x01", 4)
@@ -224,11 +230,12 @@ Record record_with_header(std::int64_t id) {
     return r;
 }
 
-std::string what_of_connect(MqttBroker& broker) {
+// The text of the BrokerError connect() throws; `transient` is what it must say.
+std::string what_of_connect(MqttBroker& broker, bool transient = false) {
     try {
         broker.connect(10s);
     } catch (const BrokerError& e) {
-        EXPECT_FALSE(e.transient()) << e.what();
+        EXPECT_EQ(e.transient(), transient) << e.what();
         return e.what();
     }
     ADD_FAILURE() << "connected through a gate that refuses MQTT 5";
@@ -284,8 +291,12 @@ TEST_P(Fallback, PinnedMqtt5IsRefusedWithWhatHappenedAndWhatToDo) {
     Mosquitto mosq;
     ProtocolGate gate(mosq.port(), GetParam());
     MqttBroker broker(testing::options_for(gate.uri(), MqttVersion::v5));
-    const std::string what = what_of_connect(broker);
-    EXPECT_NE(what.find("the server does not speak MQTT 5"), std::string::npos) << what;
+    // A socket closed without an answer may also be a server in trouble: worth another try.
+    const std::string what = what_of_connect(broker, GetParam() == Refusal::close);
+    EXPECT_NE(what.find(GetParam() == Refusal::close ? "may not speak MQTT 5"
+                                                     : "the server does not speak MQTT 5"),
+              std::string::npos)
+        << what;
     EXPECT_NE(what.find("connect with MQTT 3.1.1"), std::string::npos) << what;
     EXPECT_EQ(what.find("granted"), std::string::npos)
         << "code 1 read from MQTT 5's table: " << what;
@@ -309,11 +320,42 @@ TEST_P(Fallback, APasswordWithoutUserNameCannotFallBackAndSaysWhy) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Refusals, Fallback,
-                         ::testing::Values(Refusal::return_code_1, Refusal::reason_0x84),
+                         ::testing::Values(Refusal::return_code_1, Refusal::reason_0x84,
+                                           Refusal::close),
                          [](const ::testing::TestParamInfo<Refusal>& info) {
                              return info.param == Refusal::return_code_1 ? "ReturnCode1"
-                                                                         : "Reason0x84";
+                                    : info.param == Refusal::reason_0x84 ? "Reason0x84"
+                                                                         : "ClosedWithoutConnack";
                          });
+
+// A server that accepts TCP and closes on every CONNECT is no reason to give up MQTT 5: the 3.1.1
+// attempt fails too, and the next connect() asks in MQTT 5 again.
+TEST(MqttVersion, AServerThatClosesOnEveryConnectKeepsMqtt5) {
+    ProtocolGate gate(testing::free_loopback_port(), Refusal::close);  // upstream: nothing
+    MqttOptions o = testing::options_for(gate.uri());
+    o.version = MqttVersion::v5_or_3_1_1;
+    MqttBroker broker(o);
+    EXPECT_THROW(broker.connect(10s), BrokerError);
+    EXPECT_EQ(broker.version(), MqttVersion::v5);
+    EXPECT_THROW(broker.connect(10s), BrokerError);
+    EXPECT_EQ(gate.levels(), (std::vector<int>{5, 4, 5, 4}));
+}
+
+// An unreachable server costs one attempt, not a second in 3.1.1.
+TEST(MqttVersion, AnUnreachableServerIsAskedOnce) {
+    MqttOptions o =
+        testing::options_for("tcp://127.0.0.1:" + std::to_string(testing::free_loopback_port()));
+    o.version = MqttVersion::v5_or_3_1_1;
+    MqttBroker broker(o);
+    try {
+        broker.connect(5s);
+        FAIL() << "connected to a dead port";
+    } catch (const BrokerError& e) {
+        EXPECT_TRUE(e.transient()) << e.what();
+        EXPECT_EQ(std::string(e.what()).find("without a CONNACK"), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(broker.version(), MqttVersion::v5);
+}
 
 TEST(MqttVersion, Pinned311NeverAsksForMqtt5) {
     Mosquitto mosq;
