@@ -9,6 +9,7 @@ packages=(
   libpaho-mqtt-dev libpaho-mqttpp-dev libcli11-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev mosquitto mosquitto-clients
   iproute2 iptables
+  rabbitmq-server
 )
 
 missing=()
@@ -27,4 +28,30 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "install-deps: installing ${missing[*]}" >&2
 $sudo apt-get update -q
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+
+# rabbitmq-server would start as a system service on installation, holding 4369 (epmd), 5672
+# and 25672 on every interface and ~100 MB for nothing: the tests start their own nodes
+# (tools/testkit/rabbitmq.hpp: own ports and epmd, so they would not clash, but the CI machine
+# has no memory or CPU to spare). A policy-rc.d that denies every start keeps both invoke-rc.d
+# and deb-systemd-invoke from starting it; ours is removed afterwards (an existing one is left
+# alone). Systemd would still start it at the next boot: disable it there (only when this script
+# installed it, never a broker that was there before).
+policy=/usr/sbin/policy-rc.d
+own_policy=""
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+  $sudo chmod 755 "$policy"
+  own_policy=1
+fi
+status=0
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" ||
+  status=$?
+if [ -n "$own_policy" ]; then
+  $sudo rm -f "$policy"
+fi
+if [ "$status" -ne 0 ]; then
+  exit "$status"
+fi
+if [[ " ${missing[*]} " == *" rabbitmq-server "* ]] && [ -d /run/systemd/system ]; then
+  $sudo systemctl disable --now rabbitmq-server.service >/dev/null 2>&1 || true
+fi
