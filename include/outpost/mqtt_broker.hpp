@@ -112,13 +112,15 @@ const char* mqtt_reason_name(int reason_code) noexcept;
 // A MessageBroker on MQTT 3.1.1 or 5 (paho-mqtt-cpp).
 //
 // Everything in the MessageBroker contract holds; in particular:
-// - connect() tries options.servers in order and returns once one accepted, or throws
-//   BrokerError within `timeout`. transient() is false when retrying cannot help without a
-//   change of configuration: bad user name or password, not authorized, banned, unsupported
-//   protocol version, client id rejected, TLS certificate verification failed, unreadable TLS
-//   files, an invalid server URI. It is true for an unreachable, refusing, busy or slow server.
-//   code() holds the CONNACK code (MQTT 3.1.1: 1-5; MQTT 5: reason code) or paho's negative
-//   error code. Connecting while connected does nothing. paho's automatic reconnect is never
+// - connect() tries options.servers one at a time, in order, each with its share of the time
+//   left (at most connect_timeout), and returns once one accepted (with the protocol fallback
+//   of MqttVersion::v5_or_3_1_1 per server), or throws BrokerError within `timeout`, its text
+//   naming each server tried and why it failed. transient() is false when retrying cannot help
+//   without a change of configuration (if any server said so): bad user name or password, not
+//   authorized, banned, unsupported protocol version, client id rejected, TLS certificate
+//   verification failed, unreadable TLS files, an invalid server URI. It is true for an
+//   unreachable, refusing, busy or slow server. code() holds the CONNACK code (MQTT 3.1.1: 1-5;
+//   MQTT 5: reason code) or paho's negative error code. Connecting while connected does nothing. paho's automatic reconnect is never
 //   used: reconnecting (with backoff) is the caller's job, as is the Dispatcher's.
 // - publish() hands the message to paho and returns; done runs on a paho thread (or at once on
 //   the caller's thread when the connection is down). With 8 or more QoS 1/2 publishes in

@@ -440,19 +440,21 @@ struct MqttBroker::Impl {
         std::optional<BrokerError> error;  // failed: the reason, naming the server
     };
 
-    // One connect attempt to `uri` on the current client, in the version it speaks, with
-    // `share` for paho's own timeout and `deadline` for ours. refused_mqtt5 when the server does
-    // not speak MQTT 5 (it said so, or it accepted TCP and closed without a CONNACK, as RabbitMQ
-    // 3 does) and the options leave the version open: the caller asks again in 3.1.1.
-    Attempt attempt_connect(const std::string& uri, milliseconds share, steady::time_point deadline,
-                            milliseconds timeout) {
+    // One connect attempt to `uri` on the current client, in the version it speaks: this
+    // server's time ends at `server_deadline` (paho's own timeout; the probes), the whole
+    // connect()'s at `deadline` (our wait). refused_mqtt5 when the server does not speak MQTT 5
+    // (it said so, or it closes an MQTT 5 CONNECT without a CONNACK, as RabbitMQ 3 does) and the
+    // options leave the version open: the caller asks again in 3.1.1.
+    Attempt attempt_connect(const std::string& uri, steady::time_point server_deadline,
+                            steady::time_point deadline, milliseconds timeout) {
         Attempt out;
-        const mqtt::connect_options copts =
-            mqtt_detail::connect_options_for(options, speaking.load(), uri, share);
-        auto time_left = [&] {
+        auto left_until = [](steady::time_point t) {
             return std::max(milliseconds(0),
-                            std::chrono::duration_cast<milliseconds>(deadline - steady::now()));
+                            std::chrono::duration_cast<milliseconds>(t - steady::now()));
         };
+        const mqtt::connect_options copts = mqtt_detail::connect_options_for(
+            options, speaking.load(), uri, left_until(server_deadline));
+        auto time_left = [&] { return left_until(deadline); };
         try {
             mqtt::token_ptr tok = client->paho.connect(copts);
             if (!tok->wait_for(time_left())) {
@@ -472,23 +474,28 @@ struct MqttBroker::Impl {
                 out.kind = Attempt::Kind::refused_mqtt5;
                 return out;
             }
+            // The probes spend this server's time only, never the next one's.
+            const milliseconds probe_time = left_until(server_deadline);
             const std::string tls =
-                rc == MQTTASYNC_FAILURE && mqtt_detail::is_tls_uri(uri)
-                    ? mqtt_detail::probe_tls_failure(uri, options.tls, time_left() / 2)
+                rc == MQTTASYNC_FAILURE && mqtt_detail::is_tls_uri(uri) && probe_time.count() > 0
+                    ? mqtt_detail::probe_tls_failure(uri, options.tls, probe_time / 2)
                     : "";
             std::string hint;
-            // paho words a socket closed after its CONNECT like a refused TCP connect (-1);
-            // only a look at the port tells them apart.
+            // paho says "TCP connect completion failure" (-1) for a socket closed after its
+            // CONNECT, and words a refused, unresolvable or timed-out connect otherwise; an MQTT 5
+            // CONNECT of our own then shows whether the server closes on it without a word
+            // (plain TCP servers only).
             if (rc == MQTTASYNC_FAILURE && mqtt5() && tls.empty() &&
-                mqtt_detail::accepts_tcp(uri, std::min(milliseconds(500), time_left()))) {
+                e.get_message().find("completion failure") != std::string::npos &&
+                mqtt_detail::closes_mqtt5_connect(uri, std::min(milliseconds(1000), probe_time))) {
                 if (open) {
                     out.kind = Attempt::Kind::refused_mqtt5;
                     return out;
                 }
                 hint =
-                    "; the server accepted TCP and closed the connection without a CONNACK: it "
-                    "may not speak MQTT 5 (RabbitMQ 3 answers so); connect with MQTT 3.1.1, or "
-                    "leave the version open (v5_or_3_1_1) to fall back to it";
+                    "; the server closes an MQTT 5 CONNECT without a CONNACK: it may not speak "
+                    "MQTT 5 (RabbitMQ 3 answers so); connect with MQTT 3.1.1, or leave the "
+                    "version open (v5_or_3_1_1) to fall back to it";
             }
             const auto failure =
                 rc > 0 ? mqtt_detail::classify_connack(rc, mqtt5())
@@ -516,15 +523,24 @@ struct MqttBroker::Impl {
             }
             const milliseconds share =
                 std::min(options.connect_timeout, left / static_cast<milliseconds::rep>(n - i));
-            Attempt a = attempt_connect(uri, share, deadline, timeout);
-            if (a.kind == Attempt::Kind::refused_mqtt5) {
-                switch_version(MqttVersion::v3_1_1, target);
-                a = attempt_connect(uri, share, deadline, timeout);
+            const auto server_deadline = steady::now() + share;
+            Attempt a = attempt_connect(uri, server_deadline, deadline, timeout);
+            if (a.kind == Attempt::Kind::refused_mqtt5 && options.password && !options.username) {
+                a.error = BrokerError(uri +
+                                          ": the server does not speak MQTT 5, and MQTT 3.1.1 "
+                                          "forbids a password without a user name: set a user name",
+                                      false, 1);
+            } else if (a.kind == Attempt::Kind::refused_mqtt5) {
+                switch_version(MqttVersion::v3_1_1);
+                a = attempt_connect(uri, server_deadline, deadline, timeout);
                 if (a.kind == Attempt::Kind::connected) {
                     fell_back = true;
+                } else if (client->poisoned) {
+                    // Gone at the start of the next connect(), which makes the new one in 5.
+                    speaking.store(MqttVersion::v5);
                 } else {
                     // 3.1.1 did not help either: this server is not the reason to give up 5.
-                    switch_version(MqttVersion::v5, target);
+                    switch_version(MqttVersion::v5);
                 }
             }
             if (a.kind == Attempt::Kind::connected) {
@@ -623,14 +639,8 @@ struct MqttBroker::Impl {
     }
 
     // Makes the paho client anew for `version` (paho ties a client to the version it was made
-    // with). To 3.1.1 only for a server that did not speak MQTT 5.
-    void switch_version(MqttVersion version, const std::string& target) {
-        if (version == MqttVersion::v3_1_1 && options.password && !options.username) {
-            throw BrokerError("cannot connect to " + target +
-                                  ": the server does not speak MQTT 5, and MQTT 3.1.1 forbids a "
-                                  "password without a user name: set a user name",
-                              false, 1);
-        }
+    // with).
+    void switch_version(MqttVersion version) {
         destroy_client(milliseconds(0));
         speaking.store(version);
         make_client();

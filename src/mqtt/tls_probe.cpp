@@ -189,17 +189,44 @@ std::string probe_tls_failure(const std::string& uri, const MqttTls& tls,
     return problem;
 }
 
-bool accepts_tcp(const std::string& uri, std::chrono::milliseconds timeout) {
-    const auto hp = split_uri(uri);
-    if (!hp || timeout <= std::chrono::milliseconds(0)) {
+bool closes_mqtt5_connect(const std::string& uri, std::chrono::milliseconds timeout) {
+    if (!(uri.starts_with("tcp://") || uri.starts_with("mqtt://")) ||
+        timeout <= std::chrono::milliseconds(0)) {
         return false;
     }
+    const auto hp = split_uri(uri);
+    if (!hp) {
+        return false;
+    }
+    const auto until = std::chrono::steady_clock::now() + timeout;
     const int fd = tcp_connect(*hp, timeout);
     if (fd < 0) {
         return false;
     }
+    // CONNECT: protocol "MQTT" level 5, clean start, keepalive 60 s, no properties, empty id.
+    static constexpr unsigned char kConnect[] = {0x10, 13,   0x00, 0x04, 'M',  'Q',  'T', 'T',
+                                                 0x05, 0x02, 0x00, 0x3C, 0x00, 0x00, 0x00};
+    bool closed = false;
+    if (::send(fd, kConnect, sizeof kConnect, MSG_NOSIGNAL) ==
+        static_cast<ssize_t>(sizeof kConnect)) {
+        for (;;) {
+            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                until - std::chrono::steady_clock::now());
+            pollfd p{fd, POLLIN, 0};
+            if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) != 1) {
+                break;  // no answer in time: a slow server, not a refusal
+            }
+            unsigned char byte = 0;
+            const ssize_t got = ::recv(fd, &byte, 1, 0);
+            closed = got == 0 || (got < 0 && errno == ECONNRESET);
+            if (got < 0 && errno == EINTR) {
+                continue;
+            }
+            break;  // a byte (a CONNACK) or a closed socket
+        }
+    }
     ::close(fd);
-    return true;
+    return closed;
 }
 
 }  // namespace outpost::mqtt_detail

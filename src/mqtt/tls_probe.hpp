@@ -1,5 +1,5 @@
 // Private: what OpenSSL says about a TLS server that paho failed to connect to, and whether a
-// server accepts TCP at all (paho words both failures alike).
+// server closes an MQTT 5 CONNECT without an answer (paho words that like other failures).
 #pragma once
 
 #include <chrono>
@@ -17,8 +17,10 @@ namespace outpost::mqtt_detail {
 std::string probe_tls_failure(const std::string& uri, const MqttTls& tls,
                               std::chrono::milliseconds timeout);
 
-// Whether the host and port of `uri` (any scheme; tcp/mqtt default 1883, ssl/mqtts 8883, ws 80,
-// wss 443) accept a TCP connection within `timeout`. Closes it at once.
-bool accepts_tcp(const std::string& uri, std::chrono::milliseconds timeout);
+// Whether the server of a tcp:// or mqtt:// `uri` (default port 1883) closes the connection on
+// an MQTT 5 CONNECT (empty client id, clean start) without sending a byte, within `timeout`: the
+// answer of a server that does not speak MQTT 5 and does not say so (RabbitMQ 3). false for a
+// CONNACK of any kind, no answer in time, an unreachable server or another scheme.
+bool closes_mqtt5_connect(const std::string& uri, std::chrono::milliseconds timeout);
 
 }  // namespace outpost::mqtt_detail

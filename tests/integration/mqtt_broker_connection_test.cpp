@@ -110,8 +110,8 @@ TEST(MqttBroker, AReconnectAfterALossNamesTheServerItReached) {
     Mosquitto second;
     MqttOptions o = options_for(first.uri());
     o.servers.push_back(second.uri());
+    ConnectionLog log;  // before the broker: its destructor still tells the handler
     MqttBroker broker(o);
-    ConnectionLog log;
     broker.set_connection_handler(log.handler());
     broker.connect(5s);
     EXPECT_EQ(broker.server(), first.uri());

@@ -46,12 +46,14 @@ enum class Refusal {
     return_code_1,  // 20 02 00 01: an MQTT 3.1.1 CONNACK, "unacceptable protocol version"
     reason_0x84,    // 20 03 00 84 00: an MQTT 5 CONNACK, "unsupported protocol version"
     close,          // no CONNACK: the socket is closed after the CONNECT, as RabbitMQ 3 does
+    silent,         // the first `silent_first` CONNECTs get no answer at all (a hung server), the
+                    // later ones of any level go to the upstream
 };
 
 class ProtocolGate {
   public:
-    ProtocolGate(int upstream_port, Refusal refusal)
-        : upstream_port_(upstream_port), refusal_(refusal) {
+    ProtocolGate(int upstream_port, Refusal refusal, int silent_first = 0)
+        : upstream_port_(upstream_port), refusal_(refusal), silent_first_(silent_first) {
         listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         sockaddr_in addr{};
         addr.sin_family = AF_INET;
@@ -151,15 +153,28 @@ class ProtocolGate {
         const std::size_t level_at = at + 1 + 2 + 4;
         const int level =
             level_at < packet.size() ? static_cast<unsigned char>(packet[level_at]) : -1;
+        bool hold = false;
         {
             std::lock_guard lock(mutex_);
             levels_.push_back(level);
+            hold = refusal_ == Refusal::silent && static_cast<int>(levels_.size()) <= silent_first_;
+        }
+        if (hold) {
+            while (!stop_) {  // reads and says nothing, until the client gives up
+                pollfd p{client, POLLIN, 0};
+                char buf[256];
+                if (::poll(&p, 1, 100) > 0 && ::read(client, buf, sizeof buf) <= 0) {
+                    break;
+                }
+            }
+            ::close(client);
+            return;
         }
         if (level != 4 && refusal_ == Refusal::close) {
             ::close(client);
             return;
         }
-        if (level != 4) {
+        if (level != 4 && refusal_ != Refusal::silent) {
             const std::string connack = refusal_ == Refusal::return_code_1
                                             ? std::string("\x20\x02\x00\x01", 4)
                                             : std::string("\x20\x03\x00\x84\x00", 5);
@@ -215,6 +230,7 @@ class ProtocolGate {
 
     int upstream_port_;
     Refusal refusal_;
+    int silent_first_;
     int listen_fd_ = -1;
     int port_ = 0;
     std::atomic<bool> stop_{false};
@@ -258,15 +274,20 @@ TEST_P(Fallback, TheDefaultVersionFallsBackTo311AndStaysThere) {
     Subscriber sub(mosq.uri(), "fallback/#", 1, 5);
     MqttOptions o = testing::options_for(gate.uri());
     o.version = MqttVersion::v5_or_3_1_1;
+    ConnectionLog changes;  // before the broker: its destructor still tells the handler
     MqttBroker broker(o);
     EXPECT_EQ(broker.version(), MqttVersion::v5) << "the first attempt is MQTT 5";
-    ConnectionLog changes;
     broker.set_connection_handler(changes.handler());
 
     broker.connect(10s);
     ASSERT_TRUE(broker.connected());
     EXPECT_EQ(broker.version(), MqttVersion::v3_1_1);
-    EXPECT_EQ(gate.levels(), (std::vector<int>{5, 4})) << "one refused MQTT 5 CONNECT, then 3.1.1";
+    // A server that closes without a word is asked once more by a probe of MqttBroker's own.
+    const std::vector<int> refused =
+        GetParam() == Refusal::close ? std::vector<int>{5, 5} : std::vector<int>{5};
+    std::vector<int> expected = refused;
+    expected.push_back(4);
+    EXPECT_EQ(gate.levels(), expected) << "one refused MQTT 5 CONNECT, then 3.1.1";
     const auto up = changes.wait_for(true, 2s);
     ASSERT_TRUE(up.has_value());
     EXPECT_NE(up->find("(MQTT 3.1.1: the server refused MQTT 5)"), std::string::npos) << *up;
@@ -284,7 +305,8 @@ TEST_P(Fallback, TheDefaultVersionFallsBackTo311AndStaysThere) {
     broker.disconnect(1s);
     broker.connect(10s);
     EXPECT_TRUE(broker.connected());
-    EXPECT_EQ(gate.levels(), (std::vector<int>{5, 4, 4}));
+    expected.push_back(4);
+    EXPECT_EQ(gate.levels(), expected);
 }
 
 TEST_P(Fallback, PinnedMqtt5IsRefusedWithWhatHappenedAndWhatToDo) {
@@ -301,7 +323,9 @@ TEST_P(Fallback, PinnedMqtt5IsRefusedWithWhatHappenedAndWhatToDo) {
     EXPECT_EQ(what.find("granted"), std::string::npos)
         << "code 1 read from MQTT 5's table: " << what;
     EXPECT_EQ(count_of(what, "cannot connect to"), 1u) << what;
-    EXPECT_EQ(gate.levels(), (std::vector<int>{5})) << "pinned: no 3.1.1 attempt";
+    EXPECT_EQ(gate.levels(),
+              (GetParam() == Refusal::close ? std::vector<int>{5, 5} : std::vector<int>{5}))
+        << "pinned: no 3.1.1 attempt";
     EXPECT_FALSE(broker.connected());
     EXPECT_EQ(broker.version(), MqttVersion::v5);
 }
@@ -316,7 +340,9 @@ TEST_P(Fallback, APasswordWithoutUserNameCannotFallBackAndSaysWhy) {
     const std::string what = what_of_connect(broker);
     EXPECT_NE(what.find("forbids a password without a user name"), std::string::npos) << what;
     EXPECT_EQ(what.find("secret"), std::string::npos) << what;
-    EXPECT_EQ(gate.levels(), (std::vector<int>{5}));
+    EXPECT_EQ(gate.levels(),
+              (GetParam() == Refusal::close ? std::vector<int>{5, 5} : std::vector<int>{5}))
+        << "no 3.1.1 attempt";
 }
 
 INSTANTIATE_TEST_SUITE_P(Refusals, Fallback,
@@ -338,7 +364,8 @@ TEST(MqttVersion, AServerThatClosesOnEveryConnectKeepsMqtt5) {
     EXPECT_THROW(broker.connect(10s), BrokerError);
     EXPECT_EQ(broker.version(), MqttVersion::v5);
     EXPECT_THROW(broker.connect(10s), BrokerError);
-    EXPECT_EQ(gate.levels(), (std::vector<int>{5, 4, 5, 4}));
+    EXPECT_EQ(gate.levels(), (std::vector<int>{5, 5, 4, 5, 5, 4}))
+        << "each round: paho's MQTT 5 CONNECT, the probe's, paho's 3.1.1 CONNECT";
 }
 
 // An unreachable server costs one attempt, not a second in 3.1.1.
@@ -355,6 +382,42 @@ TEST(MqttVersion, AnUnreachableServerIsAskedOnce) {
         EXPECT_EQ(std::string(e.what()).find("without a CONNACK"), std::string::npos) << e.what();
     }
     EXPECT_EQ(broker.version(), MqttVersion::v5);
+}
+
+// A hung first server (TCP accepted, no CONNACK) is a timeout, not a refusal of MQTT 5: the
+// default version fails over to the healthy second server as a pinned one does.
+TEST(MqttVersion, AHungFirstServerIsFailedOverFromWithTheDefault) {
+    Mosquitto mosq;
+    ProtocolGate hung(testing::free_loopback_port(), Refusal::silent, 1000);
+    MqttOptions o = testing::options_for(hung.uri());
+    o.servers.push_back(mosq.uri());
+    o.version = MqttVersion::v5_or_3_1_1;
+    MqttBroker broker(o);
+    for (int round = 0; round < 2; ++round) {
+        broker.connect(10s);
+        ASSERT_TRUE(broker.connected()) << "round " << round;
+        EXPECT_EQ(broker.server(), mosq.uri());
+        EXPECT_EQ(broker.version(), MqttVersion::v5);
+        broker.disconnect(1s);
+    }
+    for (int level : hung.levels()) {
+        EXPECT_EQ(level, 5) << "no 3.1.1 attempt at a server that only timed out";
+    }
+}
+
+// A CONNACK slower than paho's per-server timeout is no reason to give MQTT 5 up.
+TEST(MqttVersion, ASlowConnackKeepsMqtt5) {
+    Mosquitto mosq;
+    ProtocolGate slow_once(mosq.port(), Refusal::silent, 1);  // the first CONNECT: no answer
+    MqttOptions o = testing::options_for(slow_once.uri());
+    o.version = MqttVersion::v5_or_3_1_1;
+    o.connect_timeout = 2s;
+    MqttBroker broker(o);
+    EXPECT_THROW(broker.connect(10s), BrokerError);  // paho gave up on the silent server
+    broker.connect(10s);
+    ASSERT_TRUE(broker.connected());
+    EXPECT_EQ(broker.version(), MqttVersion::v5);
+    EXPECT_EQ(slow_once.levels(), (std::vector<int>{5, 5}));
 }
 
 TEST(MqttVersion, Pinned311NeverAsksForMqtt5) {

@@ -302,10 +302,8 @@ int run_sync(const Common& common, const SyncArgs& args) {
     if (initial_pending == 0) {
         // Nothing to send: no connection, no lease taken.
         if (common.json) {
-            std::cout << json{{"event", "done"},
-                              {"result", "drained"},
-                              {"delivered", 0},
-                              {"pending", 0}}
+            std::cout << json{{"event", "done"}, {"result", "drained"}, {"delivered", 0},
+                              {"unrouted", 0},   {"pending", 0},        {"mqtt_version", nullptr}}
                              .dump()
                       << '\n';
         } else {
@@ -394,7 +392,9 @@ int run_sync(const Common& common, const SyncArgs& args) {
                           {"dead", s.dead},
                           {"expired", s.expired},
                           {"pending", pending},
-                          {"mqtt_version", broker.version() == MqttVersion::v5 ? 5 : 4},
+                          {"mqtt_version", s.reconnects == 0                     ? json(nullptr)
+                                           : broker.version() == MqttVersion::v5 ? json(5)
+                                                                                 : json(4)},
                           {"last_error", last_error.empty() ? json(nullptr) : json(last_error)}}
                          .dump(-1, ' ', false, json::error_handler_t::replace)
                   << '\n';
