@@ -10,9 +10,14 @@
 namespace outpost {
 
 // How one publish ended.
+// MQTT 5 PUBACK/PUBREC reason 0x10: accepted, but no subscription matched the topic.
+inline constexpr int kNoMatchingSubscribers = 0x10;
+
 struct PublishResult {
     enum class Status {
-        delivered,        // the broker acknowledged (PUBACK/PUBCOMP, or handed to TCP for QoS 0)
+        delivered,        // the broker acknowledged (PUBACK/PUBCOMP, or handed to TCP for QoS 0);
+                          // reason_code may be a success code the broker added (MQTT 5 PUBACK
+                          // 0x10 "no matching subscribers": routed to nobody, still delivered)
         rejected,         // the broker refused this message (reason code >= 0x80, or a local
                           // refusal such as a packet too large): counts as an attempt
         connection_lost,  // the connection went away before an answer: never an attempt
@@ -24,10 +29,15 @@ struct PublishResult {
     bool permanent = false;
     // The broker's reason code (MQTT 5), or 0.
     int reason_code = 0;
-    // Human-readable reason; kept as the record's last_error.
+    // Human-readable reason; kept as the record's last_error (rejected), reported (delivered).
     std::string reason;
 
     static PublishResult delivered_ok() { return {}; }
+    // Acknowledged with a success code other than 0 (kNoMatchingSubscribers); the Dispatcher
+    // counts the first as DispatcherStats::unrouted.
+    static PublishResult delivered_with(int code, std::string why) {
+        return {Status::delivered, false, code, std::move(why)};
+    }
     static PublishResult rejected_with(int code, std::string why, bool permanent) {
         return {Status::rejected, permanent, code, std::move(why)};
     }

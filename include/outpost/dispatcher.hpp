@@ -17,7 +17,8 @@ namespace outpost {
 // Something that happened in the dispatcher, for logs and metrics.
 struct DispatchEvent {
     enum class Kind {
-        delivered,        // record acknowledged
+        delivered,        // record acknowledged; detail: the broker's notice, if any (e.g.
+                          // "PUBACK reason 0x10 no matching subscribers")
         retry_scheduled,  // record failed, will be tried again at next_attempt_at
         dead,             // record reached the retry cap
         expired,          // record's ttl passed before delivery
@@ -54,9 +55,17 @@ struct DispatcherOptions {
     // How often to look for records committed by other processes (PRAGMA data_version). Records
     // added in this process wake the dispatcher at once. Default 500 ms.
     std::chrono::milliseconds poll_interval{500};
-    // Reconnect backoff: from initial to max, doubling, with jitter. Defaults 500 ms and 60 s.
+    // Reconnect backoff: from initial to max, doubling, with reconnect_jitter. Defaults 500 ms
+    // and 60 s.
     std::chrono::milliseconds reconnect_initial{500};
     std::chrono::milliseconds reconnect_max{std::chrono::seconds(60)};
+    // How much of each reconnect delay a random draw may take away: the delay is scaled by
+    // 1 - reconnect_jitter x u, u uniform in [0, 1] and drawn per dispatcher. Default 0.5 (each
+    // wait falls in the upper half of the backoff step); within [0, 1]. A fleet that lost the
+    // same broker at the same instant would otherwise retry in lockstep and reach it, when it
+    // comes back, all in the same moment; the random share lets every device drift off that
+    // common schedule. 0 only for tests and single devices that want the exact delays.
+    double reconnect_jitter = 0.5;
     // The time allowed for one connect attempt. Default 10 s.
     std::chrono::milliseconds connect_timeout{std::chrono::seconds(10)};
     // Keep delivered records this long (then purge them). 0 = delete on acknowledgement.
@@ -76,6 +85,11 @@ struct DispatcherOptions {
 struct DispatcherStats {
     std::uint64_t published = 0;  // publishes handed to the broker
     std::uint64_t delivered = 0;
+    // Of those, acknowledged with MQTT 5 PUBACK 0x10 "no matching subscribers": the broker had
+    // no subscriber for them, so nobody received them unless it keeps messages for later ones
+    // (a persistent session's queue counts as a subscriber). Watch it: a nonzero count usually
+    // means the consumer is down or subscribes to other topics.
+    std::uint64_t unrouted = 0;
     std::uint64_t retries = 0;  // failed attempts that were rescheduled
     std::uint64_t dead = 0;
     std::uint64_t expired = 0;

@@ -19,6 +19,16 @@ namespace outpost {
 enum class MqttVersion : int {
     v3_1_1 = 4,  // MQTT 3.1.1: no properties; headers, content type and expiry are dropped
     v5 = 5,      // MQTT 5: user properties, content type, message expiry, reason codes
+    // MQTT 5, or MQTT 3.1.1 with a server that does not speak 5. A server that answers an
+    // MQTT 5 CONNECT with "unacceptable protocol version" (the MQTT 3.1.1 return code 1, which
+    // aedes and RabbitMQ send, or the MQTT 5 reason 0x84) is asked again at once, within the
+    // same connect(), with MQTT 3.1.1; from then on this MqttBroker speaks 3.1.1 to every server
+    // of its list until it is destroyed (no second refused handshake at each reconnect).
+    // On 3.1.1 there are no reason codes (a rejected publish is a dropped connection or
+    // nothing), no properties (headers, content type, expiry and the outpost-id property are
+    // not sent) and no CONNACK limits. MqttBroker::version() and the connection handler's text
+    // ("... (MQTT 3.1.1: the server refused MQTT 5)") say which one is spoken.
+    v5_or_3_1_1 = 0,
 };
 
 // TLS settings, used for `ssl://`, `mqtts://` and `wss://` server URIs (ignored for others).
@@ -57,8 +67,10 @@ struct MqttOptions {
     // MQTT client identifier. Required: no default. Unique per device: a broker disconnects an
     // older connection that uses the same id.
     std::string client_id;
-    // Protocol version. Default MQTT 5.
-    MqttVersion version = MqttVersion::v5;
+    // Protocol version. Default v5_or_3_1_1: MQTT 5, falling back to 3.1.1 with a server that
+    // does not speak 5 (see MqttVersion). v5 pins MQTT 5: such a server is then an error
+    // (BrokerError, not transient) saying so.
+    MqttVersion version = MqttVersion::v5_or_3_1_1;
     // Keepalive: the broker drops the connection after 1.5 x this without traffic; the client
     // pings when idle. The client also watches the link: after half of it without any answer
     // from the server it probes (an UNSUBSCRIBE of a filter it never subscribed), and after
@@ -166,6 +178,9 @@ class MqttBroker final : public MessageBroker {
 
     // The URI of the server currently (or last) connected to; empty before the first connect.
     std::string server() const;
+    // The protocol of the current (or last) connection: v5 or v3_1_1, never v5_or_3_1_1.
+    // Before the first connect, the one the first attempt will use.
+    MqttVersion version() const noexcept;
     const MqttOptions& options() const noexcept;
 
   private:

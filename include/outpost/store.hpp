@@ -37,7 +37,9 @@ struct Outcome {
     std::int64_t id = 0;
     std::uint32_t attempts = 0;        // retry/dead: the new attempt count
     std::int64_t next_attempt_at = 0;  // retry: when to try again (wall ms)
-    std::string error;                 // retry/dead/expired: the reason kept as last_error
+    std::string error;                 // retry/dead/expired: the reason kept as last_error;
+                                       // delivered: "" or the broker's "no matching
+                                       // subscribers" notice (reported, not kept)
     std::int64_t at = 0;               // wall ms of the change
 };
 

@@ -91,6 +91,10 @@ void DispatcherOptions::validate() const {
         throw InvalidConfig("DispatcherOptions::reconnect_max must be at least reconnect_initial",
                             "reconnect_max");
     }
+    if (!(reconnect_jitter >= 0.0 && reconnect_jitter <= 1.0)) {  // also refuses nan
+        throw InvalidConfig("DispatcherOptions::reconnect_jitter must be within [0, 1]",
+                            "reconnect_jitter");
+    }
     if (retention.count() < 0) {
         throw InvalidConfig("DispatcherOptions::retention must not be negative", "retention");
     }
@@ -173,7 +177,7 @@ struct Dispatcher::Impl {
           lease(store, clock, opt.lease_ttl, retry_pause()),
           queue(opt.window),
           flights(opt.retry, opt.ack_timeout, clock),
-          reconnect_backoff{opt.reconnect_initial, opt.reconnect_max, 2.0, 0.5} {}
+          reconnect_backoff{opt.reconnect_initial, opt.reconnect_max, 2.0, opt.reconnect_jitter} {}
 
     void emit(DispatchEvent e) {
         if (opt.on_event) {
@@ -524,6 +528,9 @@ struct Dispatcher::Impl {
             switch (o.kind) {
                 case Outcome::Kind::delivered:
                     ++stats.delivered;
+                    if (!o.error.empty()) {
+                        ++stats.unrouted;
+                    }
                     break;
                 case Outcome::Kind::retry:
                     ++stats.retries;

@@ -87,8 +87,14 @@ FlightTable::Collected FlightTable::collect(const std::vector<Completion>& answe
         switch (c.result.status) {
             case PublishResult::Status::delivered:
                 acked_seq_ = std::max(acked_seq_, f.seq);
-                f.outcome = Outcome{Outcome::Kind::delivered, c.id, f.ref.attempts, 0, "",
-                                    clock_.wall_ms()};
+                // The notice is kept for the Dispatcher's report of unrouted deliveries.
+                f.outcome =
+                    Outcome{Outcome::Kind::delivered,
+                            c.id,
+                            f.ref.attempts,
+                            0,
+                            c.result.reason_code == kNoMatchingSubscribers ? c.result.reason : "",
+                            clock_.wall_ms()};
                 break;
             case PublishResult::Status::rejected:
                 acked_seq_ = std::max(acked_seq_, f.seq);

@@ -85,8 +85,16 @@ std::string server_list(const std::vector<std::string>& servers) {
     return out;
 }
 
-mqtt::create_options create_options_for(const MqttOptions& options) {
-    mqtt::create_options create(static_cast<int>(options.version));
+MqttVersion first_version(const MqttOptions& options) {
+    return options.version == MqttVersion::v3_1_1 ? MqttVersion::v3_1_1 : MqttVersion::v5;
+}
+
+bool refuses_mqtt5(int connack_code) {
+    return connack_code == 0x01 || connack_code == 0x84;
+}
+
+mqtt::create_options create_options_for(MqttVersion version) {
+    mqtt::create_options create(static_cast<int>(version));
     create.set_max_buffered_messages(kMaxBufferedMessages);
     // No offline buffer: a publish while disconnected must fail at once (-3), because the
     // outbox table is the only store.
@@ -94,11 +102,12 @@ mqtt::create_options create_options_for(const MqttOptions& options) {
     return create;
 }
 
-mqtt::connect_options connect_options_for(const MqttOptions& options, milliseconds timeout) {
+mqtt::connect_options connect_options_for(const MqttOptions& options, MqttVersion version,
+                                          milliseconds timeout) {
     mqtt::connect_options c;
-    c.set_mqtt_version(static_cast<int>(options.version));
+    c.set_mqtt_version(static_cast<int>(version));
     // paho rejects the flag of the other version (-16), so each version gets its own.
-    if (options.version == MqttVersion::v5) {
+    if (version == MqttVersion::v5) {
         c.set_clean_start(options.clean_start);
     } else {
         c.set_clean_session(options.clean_start);

@@ -35,16 +35,27 @@ bool any_tls(const MqttOptions& options);
 // How errors name the servers: the URI itself for one, "any of URI, URI" for several.
 std::string server_list(const std::vector<std::string>& servers);
 
-// Create options for a paho client: options.version, no offline buffer, no cap on buffered
-// publishes below the dispatcher's window.
-mqtt::create_options create_options_for(const MqttOptions& options);
+// Create options for a paho client speaking `version` (v5 or v3_1_1: MqttOptions::version may
+// leave the choice open, see MqttVersion), no offline buffer, no cap on buffered publishes below
+// the dispatcher's window.
+mqtt::create_options create_options_for(MqttVersion version);
 
 // Connect options for one connect() that may take `timeout` over all of options.servers
 // (each gets min(connect_timeout, timeout / servers), in whole seconds, at least 1): version,
 // clean start or session, keepalive, no automatic reconnect, credentials, will, and TLS
-// (trust store, client certificate, verification) when a server is a TLS URI.
-mqtt::connect_options connect_options_for(const MqttOptions& options,
+// (trust store, client certificate, verification) when a server is a TLS URI. `version` as for
+// create_options_for().
+mqtt::connect_options connect_options_for(const MqttOptions& options, MqttVersion version,
                                           std::chrono::milliseconds timeout);
+
+// The version the first connect attempt uses: options.version, or v5 when it is left open.
+MqttVersion first_version(const MqttOptions& options);
+
+// Whether a failed CONNECT in MQTT 5 (`connack_code`: the server's CONNACK code) says that the
+// server does not speak MQTT 5: the MQTT 3.1.1 return code 1 "unacceptable protocol version",
+// which a 3.1.1 server sends (aedes, RabbitMQ), or the MQTT 5 reason 0x84 "unsupported
+// protocol version".
+bool refuses_mqtt5(int connack_code);
 
 // Throws BrokerError (not transient), naming the field and the servers, when a TLS file of
 // options.tls cannot be read and some server is a TLS URI.

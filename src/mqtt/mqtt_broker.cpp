@@ -113,6 +113,11 @@ struct MqttBroker::Impl {
     MqttOptions options;
     const Clock& clock;
 
+    // The protocol the client speaks (v5 or v3_1_1). Changed only by connect(), on the caller's
+    // thread, while no client exists (a fallback makes a new one); read by paho's threads.
+    std::atomic<MqttVersion> speaking;
+    bool fell_back = false;  // MQTT 5 was refused: speaking 3.1.1 (connect() only)
+
     // Guarded by `mutex`: the publishes not yet completed and the state of the connection they
     // were sent on, changed together (a loss fails what is outstanding and marks the connection
     // down in one step). Taken by the caller's thread and paho's threads, never held while paho
@@ -221,8 +226,14 @@ struct MqttBroker::Impl {
 
     // --- Life cycle ------------------------------------------------------------------------------
 
-    Impl(MqttOptions opts, const Clock& clk) : options(std::move(opts)), clock(clk) {
-        options.validate();
+    Impl(MqttOptions opts, const Clock& clk)
+        : options(validated(std::move(opts))),
+          clock(clk),
+          speaking(mqtt_detail::first_version(options)) {}
+
+    static MqttOptions validated(MqttOptions o) {
+        o.validate();
+        return o;
     }
 
     ~Impl() {
@@ -231,7 +242,7 @@ struct MqttBroker::Impl {
         destroy_client(milliseconds(500));
     }
 
-    bool mqtt5() const { return options.version == MqttVersion::v5; }
+    bool mqtt5() const { return speaking.load() == MqttVersion::v5; }
 
     // --- completions and receive-maximum flow control ------------------------------------------
 
@@ -374,7 +385,7 @@ struct MqttBroker::Impl {
     // --- connecting ------------------------------------------------------------------------------
 
     void make_client() {
-        const mqtt::create_options create = mqtt_detail::create_options_for(options);
+        const mqtt::create_options create = mqtt_detail::create_options_for(speaking.load());
         try {
             auto fresh = std::make_unique<Client>(*this, create);
             std::lock_guard probe_lock(probe_mutex);
@@ -420,10 +431,15 @@ struct MqttBroker::Impl {
         old.reset();
     }
 
-    // One connect attempt on the current client; throws BrokerError.
-    void attempt_connect(const mqtt::connect_options& copts, steady::time_point deadline,
-                         milliseconds timeout, const std::string& target, std::string& server_uri,
-                         ServerLimits& limits) {
+    // One connect attempt on the current client, in the version it speaks; throws BrokerError.
+    // Returns false instead when the server refused MQTT 5 and the options leave the version
+    // open (see MqttVersion::v5_or_3_1_1): the caller asks again in 3.1.1.
+    bool attempt_connect(steady::time_point deadline, milliseconds timeout,
+                         const std::string& target, std::string& server_uri, ServerLimits& limits) {
+        const auto budget = std::max(
+            milliseconds(1), std::chrono::duration_cast<milliseconds>(deadline - steady::now()));
+        const mqtt::connect_options copts =
+            mqtt_detail::connect_options_for(options, speaking.load(), budget);
         try {
             mqtt::token_ptr tok = client->paho.connect(copts);
             const auto left =
@@ -438,8 +454,13 @@ struct MqttBroker::Impl {
             const mqtt::connect_response response = tok->get_connect_response();
             server_uri = mqtt_detail::configured_uri(options, response.get_server_uri());
             limits = mqtt_detail::limits_from(response.get_properties(), mqtt5());
+            return true;
         } catch (const mqtt::exception& e) {
             const int rc = e.get_return_code();
+            if (rc > 0 && mqtt5() && options.version == MqttVersion::v5_or_3_1_1 &&
+                mqtt_detail::refuses_mqtt5(rc)) {
+                return false;
+            }
             const auto failure =
                 rc > 0 ? mqtt_detail::classify_connack(rc, mqtt5())
                        : mqtt_detail::classify_connect_error(
@@ -474,12 +495,13 @@ struct MqttBroker::Impl {
             lost_while_down = false;
         }
 
-        const mqtt::connect_options copts = mqtt_detail::connect_options_for(options, timeout);
-
         std::string server_uri;
         ServerLimits limits;
         try {
-            attempt_connect(copts, deadline, timeout, target, server_uri, limits);
+            if (!attempt_connect(deadline, timeout, target, server_uri, limits)) {
+                fall_back_to_3_1_1(target);
+                attempt_connect(deadline, timeout, target, server_uri, limits);
+            }
         } catch (const BrokerError&) {
             // Offline, a paho client costs CPU for nothing: its receive thread polls ten times a
             // second and its send thread once. Without any client paho stops both threads, and
@@ -513,7 +535,24 @@ struct MqttBroker::Impl {
                                   " lost right after it was accepted",
                               true);
         }
-        notify(true, "connected to " + server_uri);
+        notify(true, "connected to " + server_uri +
+                         (fell_back ? " (MQTT 3.1.1: the server refused MQTT 5)" : ""));
+    }
+
+    // The server answered MQTT 5 with "unacceptable protocol version": from now on this broker
+    // speaks 3.1.1, on a new paho client (paho ties a client to the version it was made with).
+    void fall_back_to_3_1_1(const std::string& target) {
+        if (options.password && !options.username) {
+            throw BrokerError("cannot connect to " + target +
+                                  ": the server does not speak MQTT 5 (it answered "
+                                  "\"unacceptable protocol version\"), and MQTT 3.1.1 forbids a "
+                                  "password without a user name: set a user name",
+                              false, 1);
+        }
+        destroy_client(milliseconds(0));
+        speaking.store(MqttVersion::v3_1_1);
+        fell_back = true;
+        make_client();
     }
 
     void disconnect(milliseconds timeout) noexcept {
@@ -651,6 +690,13 @@ struct MqttBroker::Impl {
         // a version that reports it as a success with the code attached.
         if (mqtt5() && *qos > 0 && reason >= 0x80 && reason != mqtt::MQTTPP_V3_CODE) {
             finish(seq, mqtt_detail::rejection(reason, ack_name(*qos)));
+            return;
+        }
+        if (mqtt5() && *qos > 0 && reason == kNoMatchingSubscribers) {
+            // Routed to nobody: delivered as far as the broker goes, reported by the Dispatcher.
+            finish(seq, PublishResult::delivered_with(reason, std::string(ack_name(*qos)) +
+                                                                  " reason 0x10 " +
+                                                                  mqtt_reason_name(reason)));
             return;
         }
         finish(seq, PublishResult::delivered_ok());
@@ -816,6 +862,10 @@ void MqttBroker::set_connection_handler(ConnectionHandler handler) {
     auto h = std::make_shared<ConnectionHandler>(std::move(handler));
     std::lock_guard lock(impl_->handler_mutex);
     impl_->handler = std::move(h);
+}
+
+MqttVersion MqttBroker::version() const noexcept {
+    return impl_->speaking.load();
 }
 
 std::string MqttBroker::server() const {

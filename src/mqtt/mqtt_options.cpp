@@ -60,8 +60,9 @@ void MqttOptions::validate() const {
         invalid("client_id", "required (unique per device)");
     }
     check_mqtt_string("client_id", client_id);
-    if (version != MqttVersion::v3_1_1 && version != MqttVersion::v5) {
-        invalid("version", "must be MqttVersion::v3_1_1 or MqttVersion::v5");
+    if (version != MqttVersion::v3_1_1 && version != MqttVersion::v5 &&
+        version != MqttVersion::v5_or_3_1_1) {
+        invalid("version", "must be MqttVersion::v3_1_1, v5 or v5_or_3_1_1");
     }
     if (keepalive.count() < 0 || keepalive.count() > 65535) {
         invalid("keepalive", "must be 0 (off) or 1 s .. 65,535 s");

@@ -157,6 +157,16 @@ ConnectFailure classify_connack(int code, bool mqtt5) {
                 return {true, "CONNACK " + std::to_string(code) + " (unknown return code)"};
         }
     }
+    if (code == 0x01 || code == 0x84) {
+        // 0x01 is no MQTT 5 CONNACK reason: it is a 3.1.1 server's return code 1, its answer to
+        // a protocol level it does not know. 0x84 says the same in MQTT 5 terms.
+        return {false,
+                std::string(code == 0x01 ? "CONNACK return code 1 (unacceptable protocol version, "
+                                           "an MQTT 3.1.1 answer)"
+                                         : "CONNACK reason 0x84 unsupported protocol version") +
+                    ": the server does not speak MQTT 5; connect with MQTT 3.1.1, or "
+                    "leave the version open (v5_or_3_1_1) to fall back to it"};
+    }
     std::string reason = "CONNACK reason " + hex_code(code) + " " + mqtt_reason_name(code);
     switch (code) {
         // The server's state, load or location: another attempt (later, or at the next server

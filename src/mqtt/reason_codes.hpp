@@ -20,7 +20,8 @@ struct ConnectFailure {
 };
 
 // A refused CONNACK. `mqtt5` selects the table: MQTT 3.1.1 return codes 1-5 or MQTT 5 reason
-// codes >= 0x80.
+// codes >= 0x80. On MQTT 5, code 1 is a 3.1.1 server's "unacceptable protocol version" (the
+// answer of aedes and RabbitMQ to an MQTT 5 CONNECT), not reason 0x01 "granted QoS 1".
 ConnectFailure classify_connack(int code, bool mqtt5);
 
 // A negative paho-c error code from a connect attempt. `tls_error` is what OpenSSL reported

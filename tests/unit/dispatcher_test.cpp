@@ -196,6 +196,98 @@ TEST_F(DispatcherTest, ReconnectsWithGrowingJitteredBackoff) {
     EXPECT_EQ(state_of(1), std::make_pair(0, 0));  // offline never burns attempts
 }
 
+namespace {
+
+// The ms of each connect call a dispatcher makes over a minute of outage against a broker
+// that is never reachable, on a database of its own at `path`, stepped every 10 ms.
+std::vector<std::int64_t> connect_times_offline(const std::string& path, DispatcherOptions o) {
+    ManualClock clock;
+    SQLite::Database db(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+    Outbox outbox(db, {}, clock);
+    outbox.add(Message::text("t", "x"));
+    SqliteStore store(path);
+    FakeBroker broker;
+    broker.set_reachable(false);
+    Dispatcher d(store, broker, std::move(o), clock);
+    std::vector<std::int64_t> at;
+    int calls = 0;
+    for (std::int64_t t = 0; t < 60'000; t += 10) {
+        d.run_once();
+        if (broker.connect_calls() != calls) {
+            calls = broker.connect_calls();
+            at.push_back(t);
+        }
+        clock.advance(10ms);
+    }
+    return at;
+}
+
+}  // namespace
+
+TEST_F(DispatcherTest, AReconnectJitterOfZeroGivesTheExactDoublingDelays) {
+    auto o = options();
+    o.reconnect_initial = 500ms;
+    o.reconnect_max = 8s;
+    o.reconnect_jitter = 0;
+    const std::vector<std::int64_t> at = connect_times_offline(dir_.file("exact.db"), o);
+    // 0, then 500 ms, 1, 2, 4 s, then the 8 s cap.
+    std::vector<std::int64_t> want = {0, 500, 1'500, 3'500, 7'500};
+    for (std::int64_t t = 15'500; t < 60'000; t += 8'000) {
+        want.push_back(t);
+    }
+    EXPECT_EQ(at, want);
+}
+
+// A fleet is spread only if every dispatcher draws its own samples: several in one process, and
+// one in another process started from the same binary (a fixed seed would give every device the
+// same "random" schedule, i.e. lockstep again).
+TEST_F(DispatcherTest, EveryDispatcherDrawsItsOwnReconnectJitter) {
+    auto o = options();
+    o.reconnect_initial = 500ms;
+    o.reconnect_max = 8s;
+    ASSERT_EQ(o.reconnect_jitter, 0.5);  // the default
+    int out[2];
+    ASSERT_EQ(::pipe(out), 0);
+    const pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+        ::close(out[0]);
+        int rc = 1;
+        try {
+            const auto at = connect_times_offline(dir_.file("child.db"), o);
+            const auto bytes = static_cast<ssize_t>(at.size() * sizeof at[0]);
+            rc = ::write(out[1], at.data(), static_cast<std::size_t>(bytes)) == bytes ? 0 : 1;
+        } catch (...) {
+        }
+        ::_exit(rc);
+    }
+    ::close(out[1]);
+    std::vector<std::int64_t> other;
+    std::int64_t v;
+    while (::read(out[0], &v, sizeof v) == static_cast<ssize_t>(sizeof v)) {
+        other.push_back(v);
+    }
+    ::close(out[0]);
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+    std::vector<std::vector<std::int64_t>> schedules;
+    for (int i = 0; i < 4; ++i) {
+        schedules.push_back(connect_times_offline(dir_.file("own" + std::to_string(i) + ".db"), o));
+    }
+    schedules.push_back(other);
+    // Gaps of 10 ms steps drawn from 25, 50, 100, ... possible values: two equal schedules of
+    // six or more attempts would take a shared seed, never chance.
+    for (std::size_t a = 0; a < schedules.size(); ++a) {
+        ASSERT_GE(schedules[a].size(), 6u) << "schedule " << a;
+        for (std::size_t b = a + 1; b < schedules.size(); ++b) {
+            EXPECT_NE(schedules[a], schedules[b])
+                << "schedules " << a << " and " << b << " (4 = the other process)";
+        }
+    }
+}
+
 TEST_F(DispatcherTest, UnacknowledgedRecordsArePendingAgainAfterARestart) {
     broker_.set_auto_ack(false);
     for (int i = 0; i < 3; ++i) {
@@ -449,6 +541,16 @@ TEST_F(DispatcherTest, OptionsAreValidated) {
     o = options();
     o.retry.jitter = 2;
     EXPECT_THROW(dispatcher(o), InvalidConfig);
+    for (double bad : {-0.1, 1.5, std::nan("")}) {
+        o = options();
+        o.reconnect_jitter = bad;
+        EXPECT_THROW(dispatcher(o), InvalidConfig) << bad;
+    }
+    for (double good : {0.0, 1.0}) {
+        o = options();
+        o.reconnect_jitter = good;
+        EXPECT_NO_THROW(o.validate()) << good;
+    }
 }
 
 // ---- threaded lifecycle (real clock) ----

@@ -283,6 +283,11 @@ TEST(InvalidConfigField, NamesTheFieldAtFaultAndKeepsTheText) {
     EXPECT_EQ(invalid_config_of(dispatcher),
               (FieldAndText{"ack_timeout", "DispatcherOptions::ack_timeout must be positive"}));
     dispatcher = {};
+    dispatcher.reconnect_jitter = 1.01;
+    EXPECT_EQ(invalid_config_of(dispatcher),
+              (FieldAndText{"reconnect_jitter",
+                            "DispatcherOptions::reconnect_jitter must be within [0, 1]"}));
+    dispatcher = {};
     dispatcher.retry.max_backoff = std::chrono::hours(24 * 365 * 200);
     EXPECT_EQ(invalid_config_of(dispatcher).first, "retry.max_backoff");
 }

@@ -25,6 +25,10 @@ struct Result {
 
 struct Config {
     bool quick = false;
+    // The fleet group: its 200 devices spread over this many processes (default one each, as in
+    // a fleet), and the broker outage in ms (default 20 s, 10 s with --quick).
+    int fleet_processes = 200;
+    std::optional<long> fleet_outage_ms;
     std::string broker_uri;  // the bench's own mosquitto
     int broker_port = 0;
     std::function<void()> stop_broker;  // for the idle scenario
@@ -60,12 +64,18 @@ void backlog_scenario(const Config& c, std::vector<Result>& out);
 void idle_scenario(const Config& c, std::vector<Result>& out);
 void flash_scenarios(const Config& c, std::vector<Result>& out);
 void footprint_scenario(const Config& c, std::vector<Result>& out);
+void fleet_scenarios(const Config& c, std::vector<Result>& out);
 
 // Child mode (run through self_exe): drains the outbox at `db` to `uri` with the dispatcher
 // (MqttOptions::id_property = `id_property`) and prints "<messages/s> <peak RSS KiB>" on stdout.
 // Returns the exit code.
 int drain_child(const std::string& db, const std::string& uri, std::uint64_t expected,
                 const std::string& id_property);
+
+// Child mode of the fleet scenarios: `devices` dispatchers in this process on files in `dir`, told
+// "add" and "quit" on stdin, reporting on stdout (fleet.cpp). Returns the exit code.
+int fleet_child(const std::string& uri, const std::string& dir, int process, double jitter,
+                int devices, std::chrono::milliseconds reconnect_max);
 
 // A TCP proxy on a free loopback port that forwards to 127.0.0.1:target_port, holding every
 // chunk back `one_way` in each direction (a link with 2 x one_way round trip).

@@ -1,6 +1,7 @@
 // outpost-bench: outpost against raw baselines, on the same machine, in the same run.
 //
-//   outpost-bench [--quick] [--json] [--only NAME[,NAME...]]
+//   outpost-bench [--quick] [--json] [--only NAME[,NAME...]] [--fleet-processes N]
+//                 [--fleet-outage SECONDS]
 //
 // Starts its own mosquitto on a free loopback port. Prints a table (or, with --json, one JSON
 // object per line). Exit status 0 when every scenario ran, whatever the figures: goals are
@@ -106,6 +107,10 @@ int main(int argc, char** argv) {
     if ((argc == 5 || argc == 6) && std::strcmp(argv[1], "--drain-child") == 0) {
         return drain_child(argv[2], argv[3], std::stoull(argv[4]), argc == 6 ? argv[5] : "");
     }
+    if (argc == 8 && std::strcmp(argv[1], "--fleet-child") == 0) {
+        return fleet_child(argv[2], argv[3], std::stoi(argv[4]), std::stod(argv[5]),
+                           std::stoi(argv[6]), std::chrono::milliseconds(std::stoll(argv[7])));
+    }
     if (argc == 4 && std::strcmp(argv[1], "--prefill") == 0) {
         prefill(argv[2], std::stoull(argv[3]));
         return 0;
@@ -117,6 +122,14 @@ int main(int argc, char** argv) {
         const std::string a = argv[i];
         if (a == "--quick") {
             c.quick = true;
+        } else if (a == "--fleet-processes" && i + 1 < argc) {
+            c.fleet_processes = std::stoi(argv[++i]);
+            if (c.fleet_processes < 1 || 200 % c.fleet_processes != 0) {
+                std::fprintf(stderr, "outpost-bench: --fleet-processes must divide 200\n");
+                return 2;
+            }
+        } else if (a == "--fleet-outage" && i + 1 < argc) {
+            c.fleet_outage_ms = std::lround(std::stod(argv[++i]) * 1000.0);
         } else if (a == "--json") {
             json = true;
         } else if (a == "--only" && i + 1 < argc) {
@@ -126,16 +139,21 @@ int main(int argc, char** argv) {
             }
         } else if (a == "--help" || a == "-h") {
             std::printf(
-                "usage: outpost-bench [--quick] [--json] [--only GROUP[,GROUP...]]\n\n"
+                "usage: outpost-bench [--quick] [--json] [--only GROUP[,GROUP...]] "
+                "[--fleet-processes N] [--fleet-outage S]\n\n"
                 "Measures outpost against raw baselines on this machine, in one run, with its "
                 "own mosquitto\non a free loopback port. Groups: enqueue, drain, latency, "
-                "backlog, idle, flash, footprint.\n--quick runs every group small (under a minute "
-                "in all); --json prints one JSON object per\nresult line (scenario, outpost, "
-                "baseline, ratio, unit, goal, met, note). ratio is\noutpost/baseline for rates "
+                "backlog, idle, flash, footprint, fleet.\n--quick runs every group small (under a "
+                "minute in all, plus 45 s for\nfleet); --json prints one JSON object per result "
+                "line (scenario, outpost, baseline,\nratio, unit, goal, met, note). ratio is "
+                "outpost/baseline for rates\n"
                 "and baseline/outpost for times and memory: higher is better.\n\n"
                 "For profiling: --prefill DB N makes a backlog of N records; --drain-child DB "
                 "URI N [ID]\ndrains it with the dispatcher and prints '<msg/s> <peak RSS KiB>' "
-                "(ID: the id property's\nname, default none).\n");
+                "(ID: the id property's\nname, default none).\n\nThe fleet group: "
+                "--fleet-processes N spreads its 200 devices over N processes\n(default 200: "
+                "one each; N divides 200); --fleet-outage S sets the broker outage in\nseconds "
+                "(default 20, 10 with --quick).\n");
             return 0;
         } else {
             std::fprintf(stderr, "outpost-bench: unknown argument '%s' (try --help)\n", a.c_str());
@@ -167,6 +185,7 @@ int main(int argc, char** argv) {
                 {"idle", [&](auto& out) { idle_scenario(c, out); }},
                 {"flash", [&](auto& out) { flash_scenarios(c, out); }},
                 {"footprint", [&](auto& out) { footprint_scenario(c, out); }},
+                {"fleet", [&](auto& out) { fleet_scenarios(c, out); }},
             };
         std::vector<Result> all;
         for (const auto& [name, run] : groups) {

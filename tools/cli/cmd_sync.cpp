@@ -48,10 +48,11 @@ Run setup_sync(CLI::App& cmd, const Common& common) {
            "--key-file", [args](const std::string& v) { args->key_file = v; },
            "Private key (PEM) of the client certificate")
         ->type_name("F");
-    cmd.add_option("--mqtt-version", args->mqtt_version, "MQTT protocol: 3 (3.1.1) or 5")
+    cmd.add_option("--mqtt-version", args->mqtt_version,
+                   "MQTT protocol: 3 (3.1.1) or 5. Default: 5, or 3.1.1 with a broker that "
+                   "answers 5 with \"unacceptable protocol version\"")
         ->check(CLI::IsMember({3, 5}))
-        ->type_name("3|5")
-        ->capture_default_str();
+        ->type_name("3|5");
     cmd.add_option("--timeout", args->timeout,
                    "Give up after this long with records pending (exit 3)")
         ->check(duration_validator())

@@ -256,7 +256,9 @@ int run_sync(const Common& common, const SyncArgs& args) {
     mqtt.client_id = args.client_id.empty() ? "outpost-sync-" + this_process().host + "-" +
                                                   std::to_string(this_process().pid)
                                             : args.client_id;
-    mqtt.version = args.mqtt_version == 3 ? MqttVersion::v3_1_1 : MqttVersion::v5;
+    mqtt.version = args.mqtt_version == 3   ? MqttVersion::v3_1_1
+                   : args.mqtt_version == 5 ? MqttVersion::v5
+                                            : MqttVersion::v5_or_3_1_1;
     mqtt.username = args.username;
     if (args.password_file) {
         mqtt.password = read_password(*args.password_file);
@@ -320,9 +322,8 @@ int run_sync(const Common& common, const SyncArgs& args) {
         broker.connect(std::min(timeout, Ms(30'000)));
     } catch (const BrokerError& e) {
         if (!e.transient()) {
-            throw BrokerError("cannot connect to " + brokers_text(args.brokers) + ": " +
-                                  scrub(e.what(), args.brokers, mqtt.password),
-                              false, e.code());
+            // The library's text already names the servers; scrub() redacts their credentials.
+            throw BrokerError(scrub(e.what(), args.brokers, mqtt.password), false, e.code());
         }
         std::lock_guard lock(log.mutex);
         log.last_connection_error = scrub(e.what(), args.brokers, mqtt.password);
@@ -389,15 +390,31 @@ int run_sync(const Common& common, const SyncArgs& args) {
         std::cout << json{{"event", "done"},
                           {"result", result},
                           {"delivered", s.delivered},
+                          {"unrouted", s.unrouted},
                           {"dead", s.dead},
                           {"expired", s.expired},
                           {"pending", pending},
+                          {"mqtt_version", broker.version() == MqttVersion::v5 ? 5 : 4},
                           {"last_error", last_error.empty() ? json(nullptr) : json(last_error)}}
                          .dump(-1, ' ', false, json::error_handler_t::replace)
                   << '\n';
     } else {
         std::cout << "delivered " << s.delivered << ", dead " << s.dead << ", expired " << s.expired
                   << ", pending " << pending << '\n';
+    }
+    if (s.reconnects > 0 && args.mqtt_version == 0 && broker.version() == MqttVersion::v3_1_1) {
+        std::cerr << "outpost: note: the broker does not speak MQTT 5, so sync spoke MQTT 3.1.1: "
+                     "no outpost-id property, headers, content type or expiry were sent (give "
+                     "--mqtt-version 3 to say so, or 5 to refuse such a broker)\n";
+    }
+    if (s.unrouted > 0) {
+        std::cerr << "outpost: note: " << s.unrouted
+                  << (s.unrouted == 1 ? " delivered record was" : " delivered records were")
+                  << " acknowledged with PUBACK reason 0x10 \"no matching subscribers\": the "
+                     "broker had no subscriber for "
+                  << (s.unrouted == 1 ? "it, so nobody received it"
+                                      : "them, so nobody received them")
+                  << " unless the broker keeps messages for later subscribers\n";
     }
     if (ok && given_up == 0) {
         return kExitOk;

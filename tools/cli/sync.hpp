@@ -19,7 +19,7 @@ struct SyncArgs {
     std::optional<std::string> ca_file;
     std::optional<std::string> cert_file;
     std::optional<std::string> key_file;
-    int mqtt_version = 5;
+    int mqtt_version = 0;  // 0: not given (MQTT 5, or 3.1.1 with a broker that refuses 5)
     std::string timeout = "10m";
     std::size_t window = 100;
     std::string progress = "auto";
