@@ -60,6 +60,15 @@ enum class Refusal {
     connection_closed,  // the broker closes the connection: connection_lost, like a drop
 };
 
+// How a broker answers an MQTT 5 CONNECT (MqttBroker's default version asks for MQTT 5 first).
+enum class Mqtt5Connect {
+    accepted,         // it speaks MQTT 5
+    refused_version,  // CONNACK "unacceptable protocol version" (the 3.1.1 return code 1)
+    // It closes the socket without a CONNACK (RabbitMQ 3.10). MqttBroker cannot tell that from
+    // any other lost handshake, so it does not fall back: connect() fails, transient.
+    closed,
+};
+
 struct Capabilities {
     // MQTT 5: headers travel as user properties, content type as content type, and the CONNECT
     // says protocol level 5. false: MQTT 3.1.1 (level 4): only topic, payload, qos and retain.
@@ -70,6 +79,7 @@ struct Capabilities {
     Refusal refusal = Refusal::acked_not_routed;
     // The Receive Maximum the CONNACK announces; 0 = none (MQTT 3.1.1 has none).
     int receive_maximum = 0;
+    Mqtt5Connect mqtt5_connect = Mqtt5Connect::accepted;
 };
 
 // What arrived at the far side.
@@ -100,8 +110,11 @@ int g_test_number = 0;  // each test gets its own topics on a broker shared by t
 class FakeSide {
   public:
     static constexpr const char* name = "FakeBroker";
-    static constexpr Capabilities caps{
-        .mqtt5 = true, .qos2 = true, .refusal = Refusal::reason_code, .receive_maximum = 0};
+    static constexpr Capabilities caps{.mqtt5 = true,
+                                       .qos2 = true,
+                                       .refusal = Refusal::reason_code,
+                                       .receive_maximum = 0,
+                                       .mqtt5_connect = Mqtt5Connect::accepted};
     static void set_up_suite() {}
     static void tear_down_suite() {}
     static std::string start_error() { return {}; }
@@ -121,7 +134,10 @@ class FakeSide {
     // refuse.
     std::vector<Arrival> received() {
         std::vector<Arrival> out;
-        for (const Record& r : fake_.log()) {
+        auto all = fake_.log();
+        const auto more = second_.log();
+        all.insert(all.end(), more.begin(), more.end());
+        for (const Record& r : all) {
             if (r.message.topic == denied_topic()) {
                 continue;
             }
@@ -138,11 +154,14 @@ class FakeSide {
         return out;
     }
     MqttProxy* wire() { return nullptr; }
+    // The fake has no protocol versions: a second fake, whose log is part of received().
+    testing::FakeBroker* broker_at_default_version() { return &second_; }
     std::string log() const { return "(the fake keeps no log)"; }
 
   private:
     std::string root_ = "contract/" + std::to_string(++g_test_number);
     testing::FakeBroker fake_;
+    testing::FakeBroker second_;
 };
 
 // A real broker shared by the tests of one side, behind a proxy per test. Traits give the
@@ -191,6 +210,14 @@ class RealSide {
         return out;
     }
     MqttProxy* wire() { return &proxy_; }
+    // A second MqttBroker through the same proxy with MqttOptions::version left at its default.
+    std::unique_ptr<MqttBroker> broker_at_default_version() {
+        MqttOptions o;
+        o.servers = {proxy_.uri()};
+        o.client_id = options(proxy_.uri()).client_id + "-default";
+        o.connect_timeout = 5s;
+        return std::make_unique<MqttBroker>(o);
+    }
     std::string log() const { return Traits::log(*world_); }
 
   private:
@@ -222,8 +249,11 @@ struct MosquittoMqtt5 {
     static constexpr const char* name = "MosquittoMqtt5";
     // A small max_inflight_messages, announced as the CONNACK's Receive Maximum, so the tests
     // hand over more publishes at once than the broker lets be in flight.
-    static constexpr Capabilities caps{
-        .mqtt5 = true, .qos2 = true, .refusal = Refusal::reason_code, .receive_maximum = 5};
+    static constexpr Capabilities caps{.mqtt5 = true,
+                                       .qos2 = true,
+                                       .refusal = Refusal::reason_code,
+                                       .receive_maximum = 5,
+                                       .mqtt5_connect = Mqtt5Connect::accepted};
     static constexpr MqttVersion version = MqttVersion::v5;
     static constexpr int subscriber_version = 5;
     using World = testing::Mosquitto;
@@ -243,8 +273,11 @@ struct MosquittoMqtt311 {
     // The same configuration as the MQTT 5 side: on 3.1.1 there is no Receive Maximum to
     // announce and no reason code to refuse with (mosquitto acknowledges a denied publish and
     // drops it).
-    static constexpr Capabilities caps{
-        .mqtt5 = false, .qos2 = true, .refusal = Refusal::acked_not_routed, .receive_maximum = 0};
+    static constexpr Capabilities caps{.mqtt5 = false,
+                                       .qos2 = true,
+                                       .refusal = Refusal::acked_not_routed,
+                                       .receive_maximum = 0,
+                                       .mqtt5_connect = Mqtt5Connect::accepted};
     static constexpr MqttVersion version = MqttVersion::v3_1_1;
     // An MQTT 5 subscriber: it would show user properties and a content type if any arrived.
     static constexpr int subscriber_version = 5;
@@ -260,8 +293,11 @@ struct AedesMqtt311 {
     static constexpr const char* name = "Aedes";
     // aedes 1.2.0 speaks MQTT 3.1/3.1.1 only; its authorizePublish refusal closes the
     // connection (it has no reason code to send).
-    static constexpr Capabilities caps{
-        .mqtt5 = false, .qos2 = true, .refusal = Refusal::connection_closed, .receive_maximum = 0};
+    static constexpr Capabilities caps{.mqtt5 = false,
+                                       .qos2 = true,
+                                       .refusal = Refusal::connection_closed,
+                                       .receive_maximum = 0,
+                                       .mqtt5_connect = Mqtt5Connect::refused_version};
     static constexpr MqttVersion version = MqttVersion::v3_1_1;
     static constexpr int subscriber_version = 4;
     using World = testing::Aedes;
@@ -281,8 +317,11 @@ struct RabbitMqMqtt311 {
     static constexpr const char* name = "RabbitMQ";
     // RabbitMQ 3.10's MQTT plugin: MQTT 3.1.1 only, QoS 2 taken as QoS 1, a publish its topic
     // permissions refuse closes the connection.
-    static constexpr Capabilities caps{
-        .mqtt5 = false, .qos2 = false, .refusal = Refusal::connection_closed, .receive_maximum = 0};
+    static constexpr Capabilities caps{.mqtt5 = false,
+                                       .qos2 = false,
+                                       .refusal = Refusal::connection_closed,
+                                       .receive_maximum = 0,
+                                       .mqtt5_connect = Mqtt5Connect::closed};
     static constexpr MqttVersion version = MqttVersion::v3_1_1;
     static constexpr int subscriber_version = 4;
     using World = testing::RabbitCluster;
@@ -755,6 +794,71 @@ TYPED_TEST(BrokerContract, MorePublishesThanTheReceiveMaximumAllCompleteInOrder)
             EXPECT_FALSE(receive_maximum(*connack).has_value());
         }
     }
+}
+
+// An MqttBroker left at the default version (MQTT 5, or 3.1.1 with a server that refuses 5)
+// connects and delivers: at MQTT 5 where the broker accepts it; where the broker answers
+// "unacceptable protocol version" (aedes), by asking again in 3.1.1 within the same connect()
+// (the wire shows a level 5 CONNECT refused with 3.1.1 return code 1, then a level 4 CONNECT).
+// Where the broker just closes the socket (RabbitMQ 3.10), it does not connect (the MQTT 5
+// attempts get no CONNACK) and says so with a transient BrokerError: pin v3_1_1 for such a
+// broker.
+TYPED_TEST(BrokerContract, ABrokerAtTheDefaultVersionConnectsAndDelivers) {
+    auto broker = this->side().broker_at_default_version();
+    Completions done;
+    MqttProxy* wire = this->side().wire();
+    constexpr Mqtt5Connect answer = TestFixture::caps().mqtt5_connect;
+    if constexpr (answer == Mqtt5Connect::closed) {
+        try {
+            broker->connect(5s);
+            FAIL() << "connected at the default version";
+        } catch (const BrokerError& e) {
+            EXPECT_TRUE(e.transient()) << e.what();
+        }
+        ASSERT_NE(wire, nullptr);
+        const auto up = wire->packets(Direction::to_broker);
+        EXPECT_FALSE(up.empty());
+        for (const WirePacket& p : up) {
+            EXPECT_EQ(p.type, pkt::connect);
+            EXPECT_EQ(protocol_level(p), 5);
+        }
+        EXPECT_TRUE(wire->packets(Direction::to_client).empty()) << "a CONNACK came";
+        return;
+    }
+    broker->connect(5s);
+    EXPECT_TRUE(broker->connected());
+    broker->publish(this->record(1, "at the default version"), done.callback_for(1));
+    ASSERT_TRUE(done.wait_for(1, 10s));
+    EXPECT_EQ(done.get(1).status, PublishResult::Status::delivered) << done.get(1).reason;
+    ASSERT_TRUE(eventually([&] { return !this->side().received().empty(); }, 10s));
+    EXPECT_EQ(this->received_payloads().front(), "at the default version");
+    if constexpr (requires { broker->version(); }) {
+        ASSERT_NE(wire, nullptr);
+        std::vector<int> levels;
+        for (const WirePacket& p : wire->packets(Direction::to_broker)) {
+            if (p.type == pkt::connect) {
+                levels.push_back(protocol_level(p));
+            }
+        }
+        std::vector<std::string> connacks;
+        for (const WirePacket& p : wire->packets(Direction::to_client)) {
+            if (p.type == pkt::connack) {
+                connacks.push_back(p.bytes.substr(0, 4));
+            }
+        }
+        if constexpr (answer == Mqtt5Connect::accepted) {
+            EXPECT_EQ(levels, std::vector<int>{5});
+            EXPECT_EQ(broker->version(), MqttVersion::v5);
+        } else {
+            EXPECT_EQ(levels, (std::vector<int>{5, 4}));
+            EXPECT_EQ(broker->version(), MqttVersion::v3_1_1);
+            if constexpr (answer == Mqtt5Connect::refused_version) {
+                ASSERT_FALSE(connacks.empty());
+                EXPECT_EQ(connacks.front(), std::string("\x20\x02\x00\x01", 4));
+            }
+        }
+    }
+    broker->disconnect(1s);
 }
 
 }  // namespace
