@@ -5,14 +5,14 @@
 // from what we document about it, this suite says where.
 //
 // Each side DECLARES what its broker can do (Capabilities: MQTT 5, QoS 2, what it does with a
-// publish it refuses, the Receive Maximum it announces). A test that needs a capability checks
-// it where it is declared and, where it is not, checks what the broker does instead (the
-// behaviour the README documents): no test is skipped by hand. The declarations themselves are
-// checked on the wire: each real broker sits behind a loopback MQTT proxy
-// (tools/testkit/mqtt_proxy.hpp), which shows the protocol level of the CONNECT, the CONNACK's
-// Receive Maximum, the packets of the QoS 2 handshake and what a PUBLISH carried. The same proxy
-// breaks the world for every real broker alike (refuse connections = unreachable, hold packets
-// = no acknowledgement comes, cut = the connection dies), so a broker starts once per suite
+// publish it refuses, the Receive Maximum it announces, how it answers an MQTT 5 CONNECT). A test
+// that needs a capability checks it where it is declared and, where it is not, checks what the
+// broker does instead (the behaviour the README documents): no test is skipped by hand. The
+// declarations themselves are checked on the wire: each real broker sits behind a loopback MQTT
+// proxy (tools/testkit/mqtt_proxy.hpp), which shows the protocol level of the CONNECT, the
+// CONNACK's Receive Maximum, the packets of the QoS 2 handshake and what a PUBLISH carried. The
+// same proxy breaks the world for every real broker alike (refuse connections = unreachable, hold
+// packets = no acknowledgement comes, cut = the connection dies), so a broker starts once per suite
 // (RabbitMQ takes 10-14 s) and the subscriber that judges arrival connects to the broker
 // directly, unaffected by the breaks.
 #include <gtest/gtest.h>
@@ -105,6 +105,7 @@ int g_test_number = 0;  // each test gets its own topics on a broker shared by t
 //   restore()           reachable again, answering again
 //   received()          what reached the far side so far, in arrival order
 //   wire()              the proxy the broker's connection goes through; nullptr for the fake
+//   broker_at_default_version()  a second broker, MqttOptions::version left at its default
 //   log()               the broker's log, for failure messages
 
 class FakeSide {
