@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <string>
+#include <thread>
 
 #include "completions.hpp"
 #include "connection_log.hpp"
@@ -95,6 +96,12 @@ TEST(Aedes, ADeniedPublishClosesTheConnectionAndIsLogged) {
     ASSERT_TRUE(done.wait_for(2, 10s));
     EXPECT_EQ(done.get(2).status, PublishResult::Status::connection_lost);
     EXPECT_TRUE(changes.wait_for(false, 10s, before).has_value());
+    // node writes the line after it closed the connection: wait for it.
+    const auto until = std::chrono::steady_clock::now() + 10s;
+    while (!aedes.log_contains("denied publish to aedes/x/secret") &&
+           std::chrono::steady_clock::now() < until) {
+        std::this_thread::sleep_for(10ms);
+    }
     EXPECT_TRUE(aedes.log_contains("denied publish to aedes/x/secret")) << aedes.log();
 }
 

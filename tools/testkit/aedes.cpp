@@ -79,7 +79,10 @@ void Aedes::start() {
             pid_ = -1;
             throw std::runtime_error("aedes exited at start:\n" + log());
         }
-        if (loopback_accepts(port_)) {
+        // The ready line too: the kernel accepts on the listening socket before node has run
+        // the listen callback that prints it.
+        if (loopback_accepts(port_) &&
+            log_contains(" ready on 127.0.0.1:" + std::to_string(port_))) {
             return;
         }
         std::this_thread::sleep_for(10ms);  // polling a port: there is nothing to wait on

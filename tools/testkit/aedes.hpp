@@ -5,8 +5,8 @@
 // tools/install-deps.sh installs it into (`npm install --prefix /usr/local/lib/outpost-test-brokers
 // aedes@1.2.0`; aedes 1.2.0 needs Node >= 20). meson finds both at configure time and compiles
 // their paths in; available() says whether it did. A child process of the test (it dies with the
-// test process, PR_SET_PDEATHSIG); start() returns once it accepts TCP connections; start() after
-// stop() or kill() uses the same port.
+// test process, PR_SET_PDEATHSIG); start() returns once it accepts TCP connections and printed its
+// ready line; start() after stop() or kill() uses the same port.
 #pragma once
 
 #include <sys/types.h>
@@ -59,7 +59,8 @@ class Aedes {
         start();
     }
 
-    // The broker's output so far (all runs): the ready line and one line per client event.
+    // The broker's output so far (all runs): the ready line and one line per client event (written
+    // as node gets to it: a client can see its connection closed before the line is there).
     std::string log() const;
     bool log_contains(const std::string& text) const {
         return log().find(text) != std::string::npos;
