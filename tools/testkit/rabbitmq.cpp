@@ -177,16 +177,14 @@ RabbitCluster::RabbitCluster(int nodes, std::chrono::milliseconds timeout) {
             }
             std::this_thread::sleep_for(10ms);  // polling a port: there is nothing to wait on
         }
-        for (auto& n : nodes_) {
-            // RABBITMQ_ALLOW_INPUT makes the script exec into erl (and erl into beam.smp) instead
-            // of running it as a background job of a shell: the pid we hold is the VM's, and the
-            // death signal set here stays on it. -noinput (in the env file) keeps the shell off.
-            n.pid = spawn({script("rabbitmq-server")},
-                          environment({"RABBITMQ_CONF_ENV_FILE=" + (n.dir / "env.conf").string(),
-                                       "RABBITMQ_ALLOW_INPUT=1"}),
-                          n.dir.string(), (n.dir / "console.log").string());
+        // The seed first, the others once it accepts: they then join a node that is up, not
+        // one still loading its tables (where a joiner waits in 30 s steps).
+        start_node(0);
+        wait_until_up(1, deadline);
+        for (int i = 1; i < nodes; ++i) {
+            start_node(i);
         }
-        wait_until_up(deadline);
+        wait_until_up(nodes, deadline);
     } catch (...) {
         kill_all();
         throw;
@@ -247,9 +245,9 @@ void RabbitCluster::write_node_files(int index) const {
          << "log.console = true\n"
          << "log.console.level = info\n";
     if (index > 0) {
-        // Join node 1 at boot. Node 1 may still be booting: the join is retried (0.5 s apart)
-        // for longer than any start we allow, so a slow node 1 never makes this one form a
-        // cluster of its own.
+        // Join node 1 at boot. Should node 1 not answer at once (it was up a moment ago), the
+        // join is retried (0.5 s apart) for longer than any start we allow, so this node never
+        // forms a cluster of its own.
         conf << "cluster_formation.peer_discovery_backend = classic_config\n"
              << "cluster_formation.classic_config.nodes.1 = " << nodes_[0].name << "\n"
              << "cluster_formation.discovery_retry_limit = 1000\n"
@@ -263,7 +261,8 @@ std::vector<std::string> RabbitCluster::environment(const std::vector<std::strin
     for (char** e = environ; *e != nullptr; ++e) {
         const std::string var(*e);
         if (var.rfind("RABBITMQ_", 0) == 0 || var.rfind("ERL_", 0) == 0 ||
-            var.rfind("HOME=", 0) == 0 || var.rfind("LC_ALL=", 0) == 0) {
+            var.rfind("HOME=", 0) == 0 || var.rfind("LC_ALL=", 0) == 0 ||
+            var.rfind("MALLOC_PERTURB_=", 0) == 0) {
             continue;
         }
         env.push_back(var);
@@ -277,19 +276,49 @@ std::vector<std::string> RabbitCluster::environment(const std::vector<std::strin
     return env;
 }
 
-void RabbitCluster::wait_until_up(steady::time_point deadline) {
-    std::vector<bool> up(nodes_.size(), false);
+void RabbitCluster::start_node(int index) {
+    Node& n = nodes_[static_cast<std::size_t>(index)];
+    // RABBITMQ_ALLOW_INPUT makes the script exec into erl (and erl into beam.smp) instead of
+    // running it as a background job of a shell: the pid we hold is the VM's, and the death
+    // signal set here stays on it. -noinput (in the env file) keeps the Erlang shell off.
+    n.pid = spawn({script("rabbitmq-server")},
+                  environment({"RABBITMQ_CONF_ENV_FILE=" + (n.dir / "env.conf").string(),
+                               "RABBITMQ_ALLOW_INPUT=1"}),
+                  n.dir.string(), (n.dir / "console.log").string());
+}
+
+// A node that exits while starting gets one more try, on new ports and an empty database: a
+// port picked free can be taken before the node binds it (other tests, outgoing connections).
+// The first try's log is kept (console-1.log) and shown if the second fails too.
+void RabbitCluster::restart_failed_node(int index) {
+    Node& n = nodes_[static_cast<std::size_t>(index)];
+    std::filesystem::rename(n.dir / "console.log", n.dir / "console-1.log");
+    std::filesystem::remove_all(n.dir / "mnesia");
+    n.mqtt_port = free_loopback_port();
+    n.dist_port = free_loopback_port();
+    write_node_files(index);
+    ++n.restarts;
+    start_node(index);
+}
+
+void RabbitCluster::wait_until_up(int count, steady::time_point deadline) {
+    std::vector<bool> up(static_cast<std::size_t>(count), false);
     for (;;) {
         bool all = true;
-        for (std::size_t i = 0; i < nodes_.size(); ++i) {
+        for (std::size_t i = 0; i < up.size(); ++i) {
             if (up[i]) {
                 continue;
             }
             int status = 0;
             if (::waitpid(nodes_[i].pid, &status, WNOHANG) == nodes_[i].pid) {
                 nodes_[i].pid = -1;
-                throw std::runtime_error("RabbitMQ node " + nodes_[i].name + " exited at start:\n" +
-                                         all_logs());
+                if (nodes_[i].restarts > 0) {
+                    throw std::runtime_error("RabbitMQ node " + nodes_[i].name +
+                                             " exited at start, twice:\n" + all_logs());
+                }
+                restart_failed_node(static_cast<int>(i));
+                all = false;
+                continue;
             }
             // The MQTT listener opens last, after the join: a node 2.. that accepts has either
             // joined node 1 or booted alone (which the log tells).
@@ -318,7 +347,11 @@ void RabbitCluster::wait_until_up(steady::time_point deadline) {
 std::string RabbitCluster::all_logs() const {
     std::string out;
     for (int i = 0; i < size(); ++i) {
-        out += "===== " + nodes_[static_cast<std::size_t>(i)].name + " =====\n" + log(i) + "\n";
+        const Node& n = nodes_[static_cast<std::size_t>(i)];
+        if (n.restarts > 0) {
+            out += "===== " + n.name + ", first try =====\n" + read_file(n.dir / "console-1.log");
+        }
+        out += "===== " + n.name + " =====\n" + log(i) + "\n";
     }
     return out;
 }

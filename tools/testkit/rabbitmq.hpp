@@ -6,9 +6,10 @@
 // system's epmd on 4369), HOME in the temp dir with a random cookie (the real HOME is never
 // touched), per node a node name, a distribution port and an MQTT listener on free loopback ports,
 // AMQP off (`listeners.tcp = none`), mnesia, logs, plugins file and RABBITMQ_CONF_ENV_FILE in the
-// temp dir. Nodes 2.. join node 1 while they boot (classic-config peer discovery, retried until
-// node 1 answers): all nodes start in parallel, and no node has to restart its app to join, which
+// temp dir. Node 1 starts first; once it accepts, nodes 2.. start together and join it while
+// they boot (classic-config peer discovery): no node has to restart its app to join, which
 // stop_app / join_cluster / start_app would (with the MQTT plugin's fixed wait at each start).
+// A node that exits while starting is started once more, on new ports.
 //
 // Every node is a child of the test process, with PR_SET_PDEATHSIG (SIGKILL) set on the process
 // that becomes beam.smp (the start script execs into it), as is epmd: they die with the test even
@@ -81,14 +82,18 @@ class RabbitCluster {
         int dist_port = 0;
         std::filesystem::path dir;
         mutable pid_t pid = -1;  // reaped (set to -1) by running() when it exited on its own
+        int restarts = 0;        // after exiting at start (restart_failed_node)
     };
 
     const Node& at(int node) const;
     void write_node_files(int index) const;
-    // The environment of every child: the parent's without RABBITMQ_* / ERL_* variables, plus
-    // HOME, the epmd variables and `extra`.
+    // The environment of every child: the parent's without RABBITMQ_*, ERL_*, HOME, LC_ALL and
+    // meson's MALLOC_PERTURB_ (of no use to the broker), plus ours and `extra`.
     std::vector<std::string> environment(const std::vector<std::string>& extra) const;
-    void wait_until_up(std::chrono::steady_clock::time_point deadline);
+    void start_node(int index);
+    void restart_failed_node(int index);
+    // Waits until nodes 0 .. count-1 accept MQTT connections (and 1.. joined node 0).
+    void wait_until_up(int count, std::chrono::steady_clock::time_point deadline);
     std::string all_logs() const;
     void kill_all() noexcept;
 
