@@ -20,14 +20,17 @@ enum class MqttVersion : int {
     v3_1_1 = 4,  // MQTT 3.1.1: no properties; headers, content type and expiry are dropped
     v5 = 5,      // MQTT 5: user properties, content type, message expiry, reason codes
     // MQTT 5, or MQTT 3.1.1 with a server that does not speak 5. A server that answers an
-    // MQTT 5 CONNECT with "unacceptable protocol version" (the MQTT 3.1.1 return code 1, which
-    // aedes and RabbitMQ send, or the MQTT 5 reason 0x84) is asked again at once, within the
-    // same connect(), with MQTT 3.1.1; from then on this MqttBroker speaks 3.1.1 to every server
-    // of its list until it is destroyed (no second refused handshake at each reconnect).
+    // MQTT 5 CONNECT with "unacceptable protocol version" (the MQTT 3.1.1 return code 1, as aedes
+    // does, or the MQTT 5 reason 0x84), or a tcp:// server that closes it without a CONNACK (as
+    // RabbitMQ 3 does; confirmed by a CONNECT of MqttBroker's own, so a timeout or a refused port
+    // never counts), is asked again at once, within the same connect(), with MQTT 3.1.1. If that
+    // connects, this MqttBroker speaks 3.1.1 to every server of its list until it is destroyed
+    // (no refused handshake at each reconnect); if not, the next attempt is MQTT 5 again.
     // On 3.1.1 there are no reason codes (a rejected publish is a dropped connection or
     // nothing), no properties (headers, content type, expiry and the outpost-id property are
     // not sent) and no CONNACK limits. MqttBroker::version() and the connection handler's text
-    // ("... (MQTT 3.1.1: the server refused MQTT 5)") say which one is spoken.
+    // ("... (MQTT 3.1.1: the server refused MQTT 5)") say which one is spoken. A password
+    // without a user name cannot fall back (3.1.1 forbids it): that server's error says so.
     v5_or_3_1_1 = 0,
 };
 

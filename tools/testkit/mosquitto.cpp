@@ -31,7 +31,16 @@ sockaddr_in loopback(int port) {
     return addr;
 }
 
-bool accepts_connections(int port) {
+std::string read_file(const std::string& path) {
+    std::ifstream in(path);
+    std::ostringstream out;
+    out << in.rdbuf();
+    return out.str();
+}
+
+}  // namespace
+
+bool loopback_accepts(int port) {
     const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         return false;
@@ -44,8 +53,8 @@ bool accepts_connections(int port) {
 
 // fork + exec with stdout/stderr appended to `log_file`. Only async-signal-safe calls happen in
 // the child: the test process has paho threads running.
-pid_t spawn(const std::vector<std::string>& argv, const std::string& log_file,
-            bool die_with_parent) {
+pid_t spawn_child(const std::vector<std::string>& argv, const std::string& log_file,
+                  bool die_with_parent) {
     std::vector<char*> args;
     for (const auto& a : argv) {
         args.push_back(const_cast<char*>(a.c_str()));
@@ -75,15 +84,6 @@ pid_t spawn(const std::vector<std::string>& argv, const std::string& log_file,
     return pid;
 }
 
-std::string read_file(const std::string& path) {
-    std::ifstream in(path);
-    std::ostringstream out;
-    out << in.rdbuf();
-    return out.str();
-}
-
-}  // namespace
-
 int free_loopback_port() {
     const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
@@ -101,7 +101,7 @@ int free_loopback_port() {
 }
 
 void run_command(const std::vector<std::string>& argv, const std::string& log_file) {
-    const pid_t pid = spawn(argv, log_file, true);
+    const pid_t pid = spawn_child(argv, log_file, true);
     int status = 0;
     while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
     }
@@ -212,7 +212,8 @@ void Mosquitto::start() {
     if (pid_ > 0) {
         throw std::runtime_error("mosquitto already running");
     }
-    pid_ = spawn({kBinary, "-c", dir_.file("mosquitto.conf")}, dir_.file("mosquitto.log"), true);
+    pid_ =
+        spawn_child({kBinary, "-c", dir_.file("mosquitto.conf")}, dir_.file("mosquitto.log"), true);
     const auto deadline = steady::now() + 10s;
     while (steady::now() < deadline) {
         int status = 0;
@@ -220,7 +221,7 @@ void Mosquitto::start() {
             pid_ = -1;
             throw std::runtime_error("mosquitto exited at start:\n" + log());
         }
-        if (accepts_connections(port_)) {
+        if (loopback_accepts(port_)) {
             return;
         }
         std::this_thread::sleep_for(10ms);  // polling a port: there is nothing to wait on

@@ -87,6 +87,16 @@ class Mosquitto {
 // Returns a TCP port on 127.0.0.1 that was free a moment ago (bound with port 0, then closed).
 int free_loopback_port();
 
+// True when something accepts a TCP connection on 127.0.0.1:port now.
+bool loopback_accepts(int port);
+
+// Starts argv (argv[0] looked up in PATH) as a child process, stdout and stderr appended to
+// `log_file`; with `die_with_parent` it gets SIGKILL when the test process dies
+// (PR_SET_PDEATHSIG). Only async-signal-safe calls between fork and exec: the test process has
+// paho threads running. Throws std::runtime_error when fork fails.
+pid_t spawn_child(const std::vector<std::string>& argv, const std::string& log_file,
+                  bool die_with_parent);
+
 // Runs a command (argv[0] is looked up in PATH), output appended to `log_file`. Throws
 // std::runtime_error naming the command when it does not exit with status 0.
 void run_command(const std::vector<std::string>& argv, const std::string& log_file);
