@@ -5,6 +5,7 @@
 
 #include "cli_support.hpp"
 #include "subscriber.hpp"
+#include "testkit/aedes.hpp"
 #include "testkit/mosquitto.hpp"
 
 namespace outpost::testing {
@@ -146,6 +147,39 @@ TEST_F(CliSync, JsonLinesProgressAndResult) {
     EXPECT_EQ(lines.back()["pending"], 0);
     EXPECT_EQ(lines.back()["mqtt_version"], 4);
     EXPECT_TRUE(lines.back().contains("unrouted")) << lines.back().dump();
+}
+
+// aedes speaks MQTT 3.1.1 only and answers an MQTT 5 CONNECT with return code 1. Before the
+// fallback, sync failed with "cannot connect to X: cannot connect to X: CONNACK reason 0x01
+// granted qos 1".
+TEST_F(CliSync, ABrokerThatRefusesMqtt5IsSyncedIn311UnlessPinned) {
+    if (!testing::Aedes::available()) {
+        GTEST_SKIP()
+            << "aedes is not installed (tools/install-deps.sh installs it with Node >= 20)";
+    }
+    testing::Aedes broker;
+    Subscriber sub(broker.uri(), "sync/#", 1, 4);
+    add_many(25);
+    RunResult r = run_outpost({"sync", "--db", db(), "--broker", broker.uri(), "--mqtt-version",
+                               "5", "--timeout", "30s", "--progress", "none"});
+    EXPECT_EQ(r.exit_code, 1) << r.err;
+    EXPECT_TRUE(one_error_line(r, "does not speak MQTT 5")) << r.err;
+    EXPECT_EQ(r.err.find("granted"), std::string::npos) << r.err;
+    const auto first = r.err.find("cannot connect to");
+    EXPECT_EQ(r.err.find("cannot connect to", first + 1), std::string::npos) << r.err;
+    EXPECT_EQ(counts().pending, 25u);
+
+    r = run_outpost({"sync", "--db", db(), "--broker", broker.uri(), "--json", "--timeout", "60s",
+                     "--progress", "none"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const json done = parse_lines(r.out).back();
+    EXPECT_EQ(done["delivered"], 25);
+    EXPECT_EQ(done["mqtt_version"], 4);
+    EXPECT_NE(r.err.find("the broker does not speak MQTT 5, so sync spoke MQTT 3.1.1"),
+              std::string::npos)
+        << r.err;
+    EXPECT_EQ(counts().pending, 0u);
+    EXPECT_TRUE(sub.wait_for_count(25, 10s)) << sub.count();
 }
 
 TEST_F(CliSync, ProgressBarShowsCountRateAndEta) {
