@@ -116,9 +116,10 @@ mqtt::connect_options connect_options_for(const MqttOptions& options, MqttVersio
     c.set_automatic_reconnect(false);
     c.set_max_inflight(kMaxInflight);
 
-    // paho's timeout is in whole seconds and checked about once a second. Rounding down lets
-    // paho give up on its own near our deadline in the common case; when it cannot (under 1 s),
-    // our deadline wins.
+    // paho's timeout is in whole seconds, and paho-c 1.3.12 looks at it at most every 3 s
+    // (MQTTAsync_checkTimeouts), so it fires 0-3 s late. Rounding down lets paho give up on its
+    // own near our deadline in the common case; when it cannot, our deadline wins (and the
+    // client, poisoned, is not tried on the next server of this connect()).
     c.set_connect_timeout(static_cast<int>(std::max<milliseconds::rep>(1, share.count() / 1000)));
 
     c.set_servers(std::make_shared<mqtt::string_collection>(std::vector<std::string>{server}));
