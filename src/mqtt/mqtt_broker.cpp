@@ -456,7 +456,7 @@ struct MqttBroker::Impl {
             options, speaking.load(), uri, left_until(server_deadline));
         auto time_left = [&] { return left_until(deadline); };
         try {
-            mqtt::token_ptr tok = client->paho.connect(copts);
+            mqtt::token_ptr tok = connect_when_paho_is_ready(copts, server_deadline);
             if (!tok->wait_for(time_left())) {
                 client->poisoned = true;
                 out.error = BrokerError(
@@ -502,6 +502,23 @@ struct MqttBroker::Impl {
                        : mqtt_detail::classify_connect_error(rc, e.get_message(), tls);
             out.error = BrokerError(uri + ": " + failure.reason + hint, failure.transient, rc);
             return out;
+        }
+    }
+
+    // paho refuses a connect while it is still tearing down the last connection (-18, "command
+    // ignored": seen right after a lost connection, when its threads had not finished with it):
+    // that passes within milliseconds, so it is asked again until `until`.
+    mqtt::token_ptr connect_when_paho_is_ready(const mqtt::connect_options& copts,
+                                               steady::time_point until) {
+        for (;;) {
+            try {
+                return client->paho.connect(copts);
+            } catch (const mqtt::exception& e) {
+                if (e.get_return_code() != MQTTASYNC_COMMAND_IGNORED || steady::now() >= until) {
+                    throw;
+                }
+            }
+            std::this_thread::sleep_for(milliseconds(10));  // paho has nothing to wait on
         }
     }
 

@@ -91,37 +91,12 @@ void Aedes::start() {
     throw std::runtime_error("aedes did not accept connections within 20 s:\n" + log());
 }
 
-void Aedes::wait_exit(std::chrono::milliseconds timeout) {
-    const auto deadline = steady::now() + timeout;
-    int status = 0;
-    while (steady::now() < deadline) {
-        if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-            pid_ = -1;
-            return;
-        }
-        std::this_thread::sleep_for(5ms);
-    }
-    ::kill(pid_, SIGKILL);
-    ::waitpid(pid_, &status, 0);
-    pid_ = -1;
-}
-
 void Aedes::stop() {
-    if (pid_ <= 0) {
-        return;
-    }
-    ::kill(pid_, SIGTERM);
-    wait_exit(5s);
+    stop_child(pid_, 5s);
 }
 
 void Aedes::kill() {
-    if (pid_ <= 0) {
-        return;
-    }
-    ::kill(pid_, SIGKILL);
-    int status = 0;
-    ::waitpid(pid_, &status, 0);
-    pid_ = -1;
+    kill_child(pid_);
 }
 
 std::string Aedes::log() const {

@@ -67,8 +67,6 @@ class Aedes {
     }
 
   private:
-    void wait_exit(std::chrono::milliseconds timeout);
-
     AedesOptions options_;
     TempDir dir_;
     int port_ = 0;

@@ -156,11 +156,7 @@ Mosquitto::Mosquitto(MosquittoOptions options) : options_(std::move(options)) {
 }
 
 Mosquitto::~Mosquitto() {
-    if (pid_ > 0) {
-        ::kill(pid_, SIGKILL);
-        int status = 0;
-        ::waitpid(pid_, &status, 0);
-    }
+    kill_child(pid_);
 }
 
 std::string Mosquitto::uri() const {
@@ -230,37 +226,39 @@ void Mosquitto::start() {
     throw std::runtime_error("mosquitto did not accept connections within 10 s:\n" + log());
 }
 
-void Mosquitto::wait_exit(std::chrono::milliseconds timeout) {
-    const auto deadline = steady::now() + timeout;
-    int status = 0;
-    while (steady::now() < deadline) {
-        if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-            pid_ = -1;
-            return;
-        }
-        std::this_thread::sleep_for(5ms);
-    }
-    ::kill(pid_, SIGKILL);
-    ::waitpid(pid_, &status, 0);
-    pid_ = -1;
-}
-
 void Mosquitto::stop() {
-    if (pid_ <= 0) {
-        return;
-    }
-    ::kill(pid_, SIGTERM);
-    wait_exit(5s);
+    stop_child(pid_, 5s);
 }
 
 void Mosquitto::kill() {
-    if (pid_ <= 0) {
+    kill_child(pid_);
+}
+
+void stop_child(pid_t& pid, std::chrono::milliseconds grace) {
+    if (pid <= 0) {
         return;
     }
-    ::kill(pid_, SIGKILL);
+    ::kill(pid, SIGTERM);
+    const auto deadline = steady::now() + grace;
     int status = 0;
-    ::waitpid(pid_, &status, 0);
-    pid_ = -1;
+    while (steady::now() < deadline) {
+        if (::waitpid(pid, &status, WNOHANG) == pid) {
+            pid = -1;
+            return;
+        }
+        std::this_thread::sleep_for(5ms);  // waitpid has no timeout
+    }
+    kill_child(pid);
+}
+
+void kill_child(pid_t& pid) {
+    if (pid <= 0) {
+        return;
+    }
+    ::kill(pid, SIGKILL);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    pid = -1;
 }
 
 void Mosquitto::restart() {

@@ -76,7 +76,6 @@ class Mosquitto {
 
   private:
     void write_config() const;
-    void wait_exit(std::chrono::milliseconds timeout);
 
     MosquittoOptions options_;
     TempDir dir_;
@@ -96,6 +95,12 @@ bool loopback_accepts(int port);
 // paho threads running. Throws std::runtime_error when fork fails.
 pid_t spawn_child(const std::vector<std::string>& argv, const std::string& log_file,
                   bool die_with_parent);
+
+// SIGTERM to the child `pid`, then waits up to `grace` for its exit (SIGKILL after); sets `pid`
+// to -1. Nothing when `pid` <= 0.
+void stop_child(pid_t& pid, std::chrono::milliseconds grace);
+// SIGKILL to the child `pid`, then waits for its exit; sets `pid` to -1. Nothing when `pid` <= 0.
+void kill_child(pid_t& pid);
 
 // Runs a command (argv[0] is looked up in PATH), output appended to `log_file`. Throws
 // std::runtime_error naming the command when it does not exit with status 0.
