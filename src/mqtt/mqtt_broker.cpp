@@ -117,7 +117,6 @@ struct MqttBroker::Impl {
     // The protocol the client speaks (v5 or v3_1_1). Changed only by connect(), on the caller's
     // thread, while no client exists (a fallback makes a new one); read by paho's threads.
     std::atomic<MqttVersion> speaking;
-    bool fell_back = false;  // MQTT 5 was refused: speaking 3.1.1 (connect() only)
 
     // Guarded by `mutex`: the publishes not yet completed and the state of the connection they
     // were sent on, changed together (a loss fails what is outstanding and marks the connection
@@ -244,6 +243,8 @@ struct MqttBroker::Impl {
     }
 
     bool mqtt5() const { return speaking.load() == MqttVersion::v5; }
+    // Speaking 3.1.1 although the options left the version open: a server refused MQTT 5.
+    bool fell_back() const { return !mqtt5() && options.version == MqttVersion::v5_or_3_1_1; }
 
     // --- completions and receive-maximum flow control ------------------------------------------
 
@@ -550,13 +551,12 @@ struct MqttBroker::Impl {
             } else if (a.kind == Attempt::Kind::refused_mqtt5) {
                 switch_version(MqttVersion::v3_1_1);
                 a = attempt_connect(uri, server_deadline, deadline, timeout);
-                if (a.kind == Attempt::Kind::connected) {
-                    fell_back = true;
-                } else if (client->poisoned) {
-                    // Gone at the start of the next connect(), which makes the new one in 5.
+                // Connected: 3.1.1 from now on (fell_back()). Else 3.1.1 did not help either, so
+                // this server is no reason to give up 5. A poisoned client goes at the start of
+                // the next connect(), which makes the new one in 5.
+                if (a.kind != Attempt::Kind::connected && client->poisoned) {
                     speaking.store(MqttVersion::v5);
-                } else {
-                    // 3.1.1 did not help either: this server is not the reason to give up 5.
+                } else if (a.kind != Attempt::Kind::connected) {
                     switch_version(MqttVersion::v5);
                 }
             }
@@ -652,7 +652,7 @@ struct MqttBroker::Impl {
                               true);
         }
         notify(true, "connected to " + server_uri +
-                         (fell_back ? " (MQTT 3.1.1: the server refused MQTT 5)" : ""));
+                         (fell_back() ? " (MQTT 3.1.1: the server refused MQTT 5)" : ""));
     }
 
     // Makes the paho client anew for `version` (paho ties a client to the version it was made
